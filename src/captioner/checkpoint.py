@@ -1,0 +1,142 @@
+"""Checkpoints: the one module that writes and reads model files.
+
+A checkpoint is a single ``.safetensors`` file: tensors (the decoder, plus the encoder when
+it was fine-tuned or is not the pip-shipped default) and, in the header's metadata, the
+model config and the vocabulary as JSON.  Writes go to a temporary file that is renamed
+over the target, so a crash or a full disk never leaves a half-written checkpoint.
+Loading accepts only safetensors: a pickle (``torch.save``) file is refused unread.
+
+Training state for ``--resume`` (optimizer moments, epoch, history, RNG) is a second
+safetensors file written the same way.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .model import CaptionModel, ModelConfig
+from .vocab import Vocab
+
+FORMAT = "captioner/1"
+DEFAULT_MODEL = Path(__file__).parent / "weights" / "default.safetensors"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def _check_safetensors(path: Path) -> None:
+    """Reject anything that is not a safetensors file before any parser touches it."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        raise CheckpointError(f"{path}: not a safetensors checkpoint (file too short)")
+    (n,) = struct.unpack("<Q", head[:8])
+    if head[:1] in (b"\x80",) or head[:2] == b"PK" or head[8:9] != b"{" or n > 100_000_000:
+        raise CheckpointError(f"{path}: not a safetensors checkpoint (pickle/zip files are refused "
+                              f"because loading them can run code)")
+
+
+def atomic_save(tensors: dict, path: str | Path, metadata: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_model(path, model: CaptionModel, vocab: Vocab, meta: dict | None = None,
+               include_encoder: bool | None = None, dtype: torch.dtype = torch.float32) -> None:
+    if include_encoder is None:
+        include_encoder = model.cfg.encoder != "efficientnet_lite2" or bool(meta and meta.get("finetuned"))
+    sd = model.state_dict()
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).cpu() for k, v in sd.items()
+               if include_encoder or not k.startswith("encoder.")}
+    atomic_save(tensors, path, {"format": FORMAT, "config": json.dumps(model.cfg.to_dict()),
+                                "vocab": vocab.to_json(), "meta": json.dumps(meta or {}),
+                                "has_encoder": json.dumps(include_encoder)})
+
+
+def read_header(path) -> dict:
+    path = Path(path)
+    _check_safetensors(path)
+    try:
+        with safe_open(str(path), "pt") as f:
+            md = f.metadata() or {}
+    except Exception as e:
+        raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
+    if md.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a captioner checkpoint (format {md.get('format')!r})")
+    return md
+
+
+def load_model(path=None, device: str | torch.device = "cpu", encoder_weights: str | None = None):
+    """-> (model in eval mode, vocab, meta). ``path=None`` loads the shipped default model."""
+    path = Path(path) if path else DEFAULT_MODEL
+    md = read_header(path)
+    cfg = ModelConfig.from_dict(json.loads(md["config"]))
+    vocab = Vocab.from_json(md["vocab"])
+    has_encoder = json.loads(md.get("has_encoder", "false"))
+    model = CaptionModel(cfg, pretrained_encoder=not has_encoder, encoder_weights=encoder_weights)
+    sd = load_file(str(path))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if has_encoder or not k.startswith("encoder.")]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit the config (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+    if len(vocab) != cfg.vocab_size:
+        raise CheckpointError(f"{path}: vocabulary has {len(vocab)} words, config says {cfg.vocab_size}")
+    model.float().to(device).eval()
+    return model, vocab, json.loads(md.get("meta", "{}"))
+
+
+# ---------------------------------------------------------------- training state
+
+def save_train_state(path, optimizers: dict, info: dict) -> None:
+    """Flatten optimizer state dicts into tensors; everything else goes into JSON metadata."""
+    tensors, groups = {}, {}
+    for name, opt in optimizers.items():
+        sd = opt.state_dict()
+        groups[name] = sd["param_groups"]
+        for pid, st in sd["state"].items():
+            for k, v in st.items():
+                tensors[f"{name}.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    tensors["rng.torch"] = torch.get_rng_state()
+    atomic_save(tensors, path, {"format": FORMAT + "-train", "groups": json.dumps(groups),
+                                "info": json.dumps(info)})
+
+
+def load_train_state(path, optimizers: dict) -> dict:
+    path = Path(path)
+    _check_safetensors(path)
+    with safe_open(str(path), "pt") as f:
+        md = f.metadata() or {}
+    if md.get("format") != FORMAT + "-train":
+        raise CheckpointError(f"{path}: not a captioner training state")
+    tensors = load_file(str(path))
+    groups = json.loads(md["groups"])
+    for name, opt in optimizers.items():
+        state = {}
+        for key, v in tensors.items():
+            opt_name, _, rest = key.partition(".")
+            if opt_name != name:
+                continue
+            pid, _, k = rest.partition(".")
+            state.setdefault(int(pid), {})[k] = v
+        opt.load_state_dict({"state": state, "param_groups": groups[name]})
+    torch.set_rng_state(tensors["rng.torch"])
+    return json.loads(md["info"])

@@ -1,0 +1,96 @@
+"""The ``captioner`` command: caption, train, evaluate. Thin: parse, call the library, print.
+
+    captioner caption photo.jpg                  # the shipped model, offline
+    captioner caption photos/ "more/*.png" --format jsonl --beam-size 5
+    captioner train --out runs/main --epochs 12 --finetune-epochs 2
+    captioner evaluate --split test
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _caption(args) -> int:
+    from .api import Captioner
+    from .images import expand_inputs
+    from .plots import plot_attention
+
+    paths = expand_inputs(args.paths)
+    try:
+        cap = Captioner(args.model, beam_size=args.beam_size, length_penalty=args.length_penalty)
+    except (OSError, ValueError) as e:
+        print(f"captioner: error: {e}", file=sys.stderr)
+        return 2
+    failed = 0
+    many = len(paths) > 1
+    if args.attention_dir:
+        Path(args.attention_dir).mkdir(parents=True, exist_ok=True)
+    for path, res in cap.caption_paths(paths, args.batch_size, args.workers, n_best=args.n_best):
+        if isinstance(res, str):
+            failed += 1
+            if args.format == "jsonl":
+                print(json.dumps({"image": str(path), "error": res}), flush=True)
+            else:
+                print(f"captioner: error: {res}", file=sys.stderr, flush=True)
+            continue
+        if args.format == "jsonl":
+            print(json.dumps({"image": str(path), **res.to_dict()}), flush=True)
+        else:
+            line = res.text if not many else f"{path}\t{res.text}"
+            if args.n_best > 1:
+                line += "".join(f"\n  {s:.3f}  {t}" for t, s in res.beams)
+            print(line, flush=True)
+        if args.attention_dir and res.attention is not None:
+            from .images import open_image
+
+            out = Path(args.attention_dir) / (Path(path).stem + "_attention.png")
+            plot_attention(open_image(path), res.words, res.attention, out)
+    return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    from . import evaluate, train
+
+    ap = argparse.ArgumentParser(prog="captioner", description="Describe photos in English sentences.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("caption", help="caption images (files, folders, globs)",
+                       description="Print a caption for each image. Exit status 1 if any input failed.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders of images, or glob patterns")
+    p.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
+    p.add_argument("--beam-size", type=int, default=3, help="beam size (1 = greedy)")
+    p.add_argument("--length-penalty", type=float, default=0.7, help="beam score = logP / length**this")
+    p.add_argument("--n-best", type=int, default=1, help="also show this many top beams with their scores")
+    p.add_argument("--format", choices=["text", "jsonl"], default="text",
+                   help="text, or one JSON object per line with image and caption (or error)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch")
+    p.add_argument("--workers", type=int, default=1, help="image decoding worker processes (0: in-process)")
+    p.add_argument("--attention-dir", default=None, help="save an attention map PNG per image into this folder")
+    p.set_defaults(func=_caption)
+
+    p = sub.add_parser("train", help="train a model on Flickr8k", description=train.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_arguments(p)
+    p.set_defaults(func=lambda a: (train.main(a), 0)[1])
+
+    p = sub.add_parser("evaluate", help="score a model on a split (BLEU, ROUGE-L, CIDEr-D, METEOR)",
+                       description=evaluate.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    evaluate.add_arguments(p)
+    p.set_defaults(func=evaluate.main)
+
+    args = ap.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("captioner: interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError) as e:
+        print(f"captioner: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Evaluation: caption a split with a checkpoint and score it against all its references.
+
+Images go through the same ``Captioner`` path users get (files -> preprocessing -> encoder ->
+beam search), never through cached features, so a fine-tuned encoder is measured as shipped.
+
+    captioner evaluate --split test                      # the shipped model
+    captioner evaluate --model runs/main/best.safetensors --split dev --beam-size 5
+    captioner evaluate --split test --image-dir ../shared/flickr8k/originals   # full-size originals
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .api import Captioner
+from .data import load_dataset, tokenize
+from .metrics import score_all
+
+
+def diversity(cands: list[list[str]], train_captions: set[tuple]) -> dict:
+    """Distinct words used, mean length, share of captions not copied from a training caption."""
+    return {"distinct words": len({w for c in cands for w in c}),
+            "mean length": round(sum(map(len, cands)) / max(len(cands), 1), 2),
+            "novel": round(sum(tuple(c) not in train_captions for c in cands) / max(len(cands), 1), 4)}
+
+
+def evaluate(captioner: Captioner, data: str, split: str = "test", beam_size: int = 3,
+             image_dir: str | None = None, batch_size: int = 32, workers: int = 1, with_meteor: bool = True,
+             layout: str | None = None):
+    """-> (scores dict, {image name: caption}). With ``image_dir``, only the split's images found
+    there are used (for example the full-size originals)."""
+    ds = load_dataset(data, layout)
+    names = ds.images(split)
+    folder = Path(image_dir) if image_dir else ds.image_dir
+    if image_dir:
+        names = [n for n in names if (folder / n).is_file()]
+    if not names:
+        raise SystemExit(f"no {split} images found in {folder}")
+    refs = ds.references(split)
+    t0 = time.time()
+    results, failed = {}, {}
+    for path, res in captioner.caption_paths([folder / n for n in names], batch_size, workers, beam_size):
+        if isinstance(res, str):
+            failed[Path(path).name] = res
+        else:
+            results[Path(path).name] = res.words
+    if failed:
+        print(f"warning: {len(failed)} images could not be read: {next(iter(failed.values()))}", file=sys.stderr)
+    done = [n for n in names if n in results]
+    scores = score_all([results[n] for n in done], [refs[n] for n in done], with_meteor=with_meteor)
+    train_caps = {tuple(tokenize(c)) for n in ds.images("train") for c in ds.captions[n]}
+    scores.update(diversity([results[n] for n in done], train_caps))
+    scores.update({"images": len(done), "failed": len(failed), "beam size": beam_size or captioner.beam_size,
+                   "seconds": round(time.time() - t0, 1)})
+    return scores, {n: " ".join(results[n]) for n in done}
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
+    ap.add_argument("--data", default="../shared/flickr8k", help="dataset root folder")
+    ap.add_argument("--layout", default=None, choices=["kaggle", "original", "karpathy"], help="force a dataset layout")
+    ap.add_argument("--split", default="test", choices=["train", "dev", "test"], help="split to evaluate")
+    ap.add_argument("--beam-size", type=int, default=3, help="beam size (1 = greedy)")
+    ap.add_argument("--length-penalty", type=float, default=0.7, help="beam score = logP / length**this")
+    ap.add_argument("--image-dir", default=None, help="read the split's images from this folder instead")
+    ap.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    ap.add_argument("--workers", type=int, default=1, help="image decoding worker processes")
+    ap.add_argument("--no-meteor", action="store_true", help="skip METEOR even where Java is installed")
+    ap.add_argument("--out", default=None, help="write scores and generated captions to this JSON file")
+
+
+def main(args) -> int:
+    cap = Captioner(args.model, beam_size=args.beam_size, length_penalty=args.length_penalty)
+    scores, captions = evaluate(cap, args.data, args.split, args.beam_size, args.image_dir, args.batch_size,
+                                args.workers, not args.no_meteor, args.layout)
+    for k, v in scores.items():
+        print(f"{k:>15}: {v:.4f}" if isinstance(v, float) else f"{k:>15}: {v}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"model": str(cap.path), "split": args.split, "scores": scores,
+                                              "captions": captions}, indent=1))
+        print(f"wrote {args.out}")
+    return 0

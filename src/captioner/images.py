@@ -1,0 +1,87 @@
+"""Opening images the way users send them: any path, any PIL-readable format, with one
+clear error (``ImageError``) that names the input instead of a traceback."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+# Refuse headers that claim more pixels than this (decompression bombs): ~ 16k x 16k.
+MAX_PIXELS = 256_000_000
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class ImageError(ValueError):
+    """An input that cannot be captioned; ``str()`` is a one-line message naming it."""
+
+
+def open_image(source, name: str | None = None) -> Image.Image:
+    """Open a path, file object or PIL image as an upright RGB image.
+
+    EXIF orientation is applied, animations give their first frame, transparency is
+    composited onto white, and any mode (palette, 16-bit, CMYK, grayscale) becomes RGB.
+    """
+    name = name or str(source)
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        if isinstance(source, (str, Path)):
+            p = Path(source)
+            if not p.exists():
+                raise ImageError(f"{name}: no such file")
+            if p.is_dir():
+                raise ImageError(f"{name}: is a directory, not an image")
+            if p.stat().st_size == 0:
+                raise ImageError(f"{name}: empty file")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(source)
+                w, h = img.size
+                if w * h > MAX_PIXELS:
+                    raise ImageError(f"{name}: image too large ({w}x{h} pixels, limit {MAX_PIXELS})")
+                img.seek(0)
+                img.load()
+        except ImageError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(f"{name}: image too large (decompression bomb guard)") from None
+        except Image.UnidentifiedImageError:
+            raise ImageError(f"{name}: not an image file (unrecognised format)") from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block should not stop captioning the pixels
+        pass
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    if img.mode == "I;16" or img.mode.startswith("I;16") or img.mode == "I":
+        img = img.point(lambda v: v / 256).convert("L")
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    if min(img.size) < 1:
+        raise ImageError(f"{name}: image has no pixels")
+    return img
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Files, folders (their images, sorted) and globs -> a list of paths, in order.
+    A name that matches nothing is kept so the caller reports it as missing."""
+    import glob
+
+    out = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out.extend(sorted(str(f) for f in p.iterdir()
+                              if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+        elif not p.exists() and any(c in item for c in "*?["):
+            matches = sorted(glob.glob(item, recursive=True))
+            out.extend(matches if matches else [item])
+        else:
+            out.append(item)
+    return out

@@ -1,0 +1,150 @@
+"""The captioning model: ``ModelConfig`` (every hyper-parameter, saved with the weights),
+two LSTM decoders sharing one ``step()`` interface, and ``CaptionModel`` = encoder + decoder.
+
+Decoders
+  * ``attention`` - Show, Attend and Tell (Xu et al. 2015): soft attention over the feature
+    grid, a sigmoid gate on the context (beta), and the doubly stochastic penalty
+    sum_i (1 - sum_t alpha_ti)^2 that asks every region to be attended to at some point.
+  * ``plain`` - the seed's baseline (Show and Tell style): the pooled image is fed to the
+    LSTM once at the start, then only words; no attention.
+
+``step(words, state, memory)`` advances every row of a batch by one word and returns
+logits, the new state and the attention weights.  Teacher forcing, greedy and beam search
+(``decode.py``) all call it, so there is one code path for training and inference.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .encoders import Encoder, build_encoder
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    decoder: str = "attention"          # attention | plain
+    encoder: str = "efficientnet_lite2"  # efficientnet_lite2 | resnet50 | vgg16
+    image_size: int = 224
+    feature_dim: int = 1280             # channels of the encoder grid
+    embed_dim: int = 256
+    hidden_dim: int = 512
+    attention_dim: int = 512
+    dropout: float = 0.5
+    max_len: int = 30                   # longest caption generated, in words
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class AttentionDecoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        D, H, A, E = cfg.feature_dim, cfg.hidden_dim, cfg.attention_dim, cfg.embed_dim
+        self.embed = nn.Embedding(cfg.vocab_size, E)
+        self.feat_att = nn.Linear(D, A)
+        self.hid_att = nn.Linear(H, A)
+        self.att_out = nn.Linear(A, 1)
+        self.init_h = nn.Linear(D, H)
+        self.init_c = nn.Linear(D, H)
+        self.gate = nn.Linear(H, D)
+        self.lstm = nn.LSTMCell(E + D, H)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(H, cfg.vocab_size)
+
+    def init_state(self, feats: torch.Tensor):
+        """feats [B, L, D] -> (state, memory). Memory holds what every step reuses."""
+        mean = feats.mean(1)
+        h, c = torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
+        memory = (feats, self.feat_att(feats))  # keys projected once, not per word
+        return (h, c), memory
+
+    def step(self, words, state, memory):
+        feats, keys = memory
+        h, c = state
+        e = self.att_out(torch.tanh(keys + self.hid_att(h).unsqueeze(1))).squeeze(2)
+        alpha = e.softmax(1)                                  # [B, L]
+        context = (alpha.unsqueeze(2) * feats).sum(1)          # [B, D]
+        context = torch.sigmoid(self.gate(h)) * context
+        h, c = self.lstm(torch.cat([self.embed(words), context], 1), (h, c))
+        return self.out(self.drop(h)), (h, c), alpha
+
+
+class PlainDecoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        E, H = cfg.embed_dim, cfg.hidden_dim
+        self.embed = nn.Embedding(cfg.vocab_size, E)
+        self.img = nn.Linear(cfg.feature_dim, E)
+        self.lstm = nn.LSTMCell(E, H)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(H, cfg.vocab_size)
+
+    def init_state(self, feats):
+        x = self.drop(torch.relu(self.img(feats.mean(1))))
+        state = self.lstm(x)  # the image is the LSTM's first input, as in the seed
+        return state, None
+
+    def step(self, words, state, memory):
+        h, c = self.lstm(self.embed(words), state)
+        return self.out(self.drop(h)), (h, c), None
+
+
+DECODERS = {"attention": AttentionDecoder, "plain": PlainDecoder}
+
+
+class CaptionModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, encoder: Encoder | None = None, pretrained_encoder: bool = True,
+                 encoder_weights: str | None = None):
+        super().__init__()
+        if cfg.decoder not in DECODERS:
+            raise ValueError(f"unknown decoder '{cfg.decoder}'; choose one of {', '.join(DECODERS)}")
+        self.cfg = cfg
+        self.encoder = encoder or build_encoder(cfg.encoder, pretrained=pretrained_encoder,
+                                                weights_path=encoder_weights, image_size=cfg.image_size)
+        if self.encoder.out_channels != cfg.feature_dim:
+            raise ValueError(f"encoder {cfg.encoder} gives {self.encoder.out_channels} channels, "
+                             f"config says feature_dim={cfg.feature_dim}")
+        self.decoder = DECODERS[cfg.decoder](cfg)
+
+    @property
+    def preprocess(self):
+        return self.encoder.preprocess
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, S, S] -> feature grid as a sequence [B, L, D]."""
+        return self.encoder(images).flatten(2).transpose(1, 2)
+
+    def forward(self, images=None, captions=None, feats=None, label_smoothing: float = 0.0,
+                att_reg: float = 1.0):
+        """Teacher-forced pass. ``captions`` [B, T] start with <start>, end with <end>, padded
+        with 0.  Give ``images`` (end-to-end) or cached ``feats``.  Returns (logits, loss)."""
+        if feats is None:
+            feats = self.encode(images)
+        feats = feats.float()
+        state, memory = self.decoder.init_state(feats)
+        inputs, targets = captions[:, :-1], captions[:, 1:]
+        logits, alphas = [], []
+        for t in range(inputs.size(1)):
+            lg, state, alpha = self.decoder.step(inputs[:, t], state, memory)
+            logits.append(lg)
+            alphas.append(alpha)
+        logits = torch.stack(logits, 1)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                               ignore_index=0, label_smoothing=label_smoothing)
+        if alphas[0] is not None and att_reg > 0:
+            mask = (targets != 0).float().unsqueeze(2)                  # [B, T, 1]
+            att = (torch.stack(alphas, 1) * mask).sum(1)               # [B, L]
+            loss = loss + att_reg * ((1.0 - att) ** 2).mean()
+        return logits, loss

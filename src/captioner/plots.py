@@ -1,0 +1,55 @@
+"""Figures a person would rather look at than read: training curves and attention maps."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_history(history: list[dict], path: str | Path) -> None:
+    """Training loss and dev-split scores per epoch (from free-running decoding)."""
+    if not history:
+        return
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(ep, [h["train_loss"] for h in history], "o-", label="train loss")
+    a.set_xlabel("epoch"), a.set_ylabel("cross-entropy (+ attention penalty)"), a.grid(alpha=0.3)
+    for key in ("BLEU-1", "BLEU-4", "CIDEr-D"):
+        b.plot(ep, [h["dev"][key] for h in history], "o-", label=f"dev {key}")
+    for h in history:  # mark where end-to-end fine-tuning starts
+        if h.get("stage") == "finetune":
+            a.axvline(h["epoch"] - 0.5, color="grey", ls="--"), b.axvline(h["epoch"] - 0.5, color="grey", ls="--")
+            break
+    b.set_xlabel("epoch"), b.set_ylabel("score"), b.grid(alpha=0.3), b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_attention(image, words: list[str], attention, path: str | Path, cols: int = 5) -> None:
+    """A strip of small maps: the image with the attention of each generated word on top.
+
+    ``attention`` is [len(words), L] with L = grid side squared."""
+    att = np.asarray(attention, dtype=np.float32)
+    side = int(round(att.shape[1] ** 0.5))
+    n = len(words) + 1
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.3 * rows))
+    axes = np.atleast_1d(axes).ravel()
+    img = np.asarray(image.convert("RGB"))
+    for ax in axes:
+        ax.axis("off")
+    axes[0].imshow(img), axes[0].set_title("input", fontsize=9)
+    for i, w in enumerate(words):
+        m = att[i].reshape(side, side)
+        axes[i + 1].imshow(img)
+        axes[i + 1].imshow(m / (m.max() + 1e-8), cmap="jet", alpha=0.45,
+                           extent=(0, img.shape[1], img.shape[0], 0), interpolation="bilinear")
+        axes[i + 1].set_title(w, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,320 @@
+"""Training: a frozen-encoder stage on cached features, then end-to-end fine-tuning.
+
+Stage 1 (``--epochs``) trains the decoder on encoder features computed once and cached
+(``features.py``), so an epoch costs decoder time only.  Stage 2 (``--finetune-epochs``)
+unfreezes the encoder's top ``--finetune-blocks`` stages and trains everything from pixels
+at a lower learning rate.  After every epoch the model captions the dev split by free
+decoding (beam search, no teacher forcing) and is scored; the best dev CIDEr-D is kept as
+``best.safetensors``.  Test images never reach this file.
+
+    captioner train --data ../shared/flickr8k --out runs/lite2_att --epochs 8
+    captioner train ... --resume          # continue an interrupted run
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from . import checkpoint
+from .data import load_dataset, tokenize
+from .decode import generate
+from .features import ImageFiles, extract_features, load_features, save_features
+from .metrics import score_all
+from .model import CaptionModel, ModelConfig
+from .plots import plot_history
+from .vocab import Vocab
+
+
+def encode_split(ds, names: list[str], vocab: Vocab, max_len: int):
+    """-> list of (image name, token ids with <start>/<end>); captions truncated to max_len words."""
+    return [(n, vocab.encode(tokenize(c)[:max_len])) for n in names for c in ds.captions[n]]
+
+
+def pad(seqs: list[list[int]]) -> torch.Tensor:
+    out = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = torch.tensor(s)
+    return out
+
+
+def length_bucketed_batches(lengths: list[int], batch_size: int, g: torch.Generator) -> list[list[int]]:
+    """Shuffle, sort each window of 50 batches by length (less padding, fewer LSTM steps),
+    then shuffle the batches."""
+    perm = torch.randperm(len(lengths), generator=g).tolist()
+    window = batch_size * 50
+    batches = []
+    for i in range(0, len(perm), window):
+        chunk = sorted(perm[i:i + window], key=lambda j: lengths[j])
+        batches += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
+    order = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[i] for i in order]
+
+
+def train_one_epoch(model, batches, optimizer, params, label_smoothing=0.0, att_reg=1.0, clip=5.0,
+                    desc="train", progress=True) -> float:
+    """``batches`` yields (inputs dict for model.forward, captions). Returns the mean loss."""
+    model.train()
+    total, n = 0.0, 0
+    bar = tqdm(batches, desc=desc, unit="batch", disable=not progress, mininterval=5)
+    for inputs, caps in bar:
+        _, loss = model(captions=caps, label_smoothing=label_smoothing, att_reg=att_reg, **inputs)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        optimizer.step()
+        total += loss.item()
+        n += 1
+        bar.set_postfix(loss=f"{total / n:.3f}", refresh=False)
+    return total / max(n, 1)
+
+
+@torch.inference_mode()
+def caption_features(model, feats: torch.Tensor, vocab: Vocab, beam_size=3, length_penalty=0.7,
+                     batch_size=100) -> list[list[str]]:
+    model.eval()
+    out = []
+    for i in range(0, feats.size(0), batch_size):
+        for hyps in generate(model, feats[i:i + batch_size], beam_size, length_penalty=length_penalty):
+            out.append(vocab.decode(hyps[0].tokens))
+    return out
+
+
+def evaluate(model, feats, names, refs: dict, vocab, beam_size=3, length_penalty=0.7, with_meteor=False):
+    """Free-running decoding of ``feats`` (rows in ``names`` order) scored against ``refs``."""
+    cands = caption_features(model, feats, vocab, beam_size, length_penalty)
+    scores = score_all(cands, [refs[n] for n in names], with_meteor=with_meteor)
+    return scores, cands
+
+
+def default_cache(args) -> Path:
+    root = Path(args.data).resolve()
+    tag = f"{root.name}_{hashlib.sha1(str(root).encode()).hexdigest()[:8]}"  # one cache per dataset folder
+    return Path.home() / ".cache" / "captioner" / f"features_{tag}_{args.encoder}_{args.image_size}.safetensors"
+
+
+def get_features(args, ds, encoder):
+    """Cached grids for every image of the dataset, computed on first use."""
+    path = Path(args.feature_cache) if args.feature_cache else default_cache(args)
+    if path.is_file():
+        index, feats, meta = load_features(path)
+        if meta.get("encoder") == args.encoder and meta.get("image_size") == args.image_size \
+                and all(n in index for n in ds.images()):
+            print(f"features: {path} {tuple(feats.shape)}")
+            return index, feats
+        print(f"features: {path} does not match this run; recomputing")
+    names = ds.images()
+    feats = extract_features(encoder.to(memory_format=torch.channels_last), [ds.image_dir / n for n in names],
+                             batch_size=32, workers=args.workers)
+    save_features(path, names, feats, {"encoder": args.encoder, "image_size": args.image_size})
+    return {n: i for i, n in enumerate(names)}, feats
+
+
+def main(args):
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = load_dataset(args.data, args.layout)
+    print(ds.summary())
+    train_names, dev_names = ds.images("train"), ds.images("dev")
+    if not train_names or not dev_names:
+        raise SystemExit(f"{args.data}: the dataset needs train and dev images (have {len(train_names)}, "
+                         f"{len(dev_names)})")
+    if args.limit:  # quick runs and tests
+        train_names, dev_names = train_names[:args.limit], dev_names[:max(args.limit // 5, 2)]
+
+    vocab_path = out / "vocab.json"
+    if args.resume and vocab_path.is_file():
+        vocab = Vocab.load(vocab_path)
+    else:
+        vocab = Vocab.build((tokenize(c) for n in train_names for c in ds.captions[n]), args.min_count)
+        vocab.save(vocab_path)
+    print(f"vocabulary: {len(vocab)} words (min count {args.min_count})")
+
+    cfg = ModelConfig(vocab_size=len(vocab), decoder=args.decoder, encoder=args.encoder,
+                      image_size=args.image_size, embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,
+                      attention_dim=args.attention_dim, dropout=args.dropout, max_len=args.max_len)
+    model = CaptionModel(cfg, encoder_weights=args.encoder_weights)
+    cfg.feature_dim = model.encoder.out_channels
+    index, feats = get_features(args, ds, model.encoder)
+    dev_refs = ds.references("dev")
+    pairs = encode_split(ds, train_names, vocab, args.max_len)
+    print(f"training captions: {len(pairs)} from {len(train_names)} images; dev images: {len(dev_names)}")
+
+    dec_params = list(model.decoder.parameters())
+    opt = torch.optim.Adam(dec_params, lr=args.lr)
+    enc_params = model.encoder.set_trainable(args.finetune_blocks)
+    model.encoder.set_trainable(0)
+    opt_enc = torch.optim.Adam(enc_params, lr=args.finetune_lr) if enc_params else None
+    optimizers = {"decoder": opt, **({"encoder": opt_enc} if opt_enc else {})}
+    history, best, start_epoch = [], -1.0, 1
+    g = torch.Generator().manual_seed(args.seed)
+    last, best_path, state_path = out / "last.safetensors", out / "best.safetensors", out / "train_state.safetensors"
+    if args.resume and last.is_file() and state_path.is_file():
+        m, _, meta = checkpoint.load_model(last, encoder_weights=args.encoder_weights)
+        model.load_state_dict(m.state_dict())
+        info = checkpoint.load_train_state(state_path, optimizers)
+        history, best, start_epoch = info["history"], info["best"], info["epoch"] + 1
+        g.set_state(torch.tensor(info["gen_state"], dtype=torch.uint8))
+        print(f"resumed from {last} after epoch {info['epoch']}")
+
+    total_epochs = args.epochs + args.finetune_epochs
+    stale = 0
+    for h in history:  # recompute early-stopping counter after a resume
+        stale = 0 if h["dev"]["CIDEr-D"] >= max(x["dev"]["CIDEr-D"] for x in history[:history.index(h) + 1]) else stale + 1
+    for epoch in range(start_epoch, total_epochs + 1):
+        finetune = epoch > args.epochs
+        if not finetune and stale >= args.patience:
+            print(f"early stop: dev CIDEr-D has not improved for {stale} epochs")
+            continue
+        t0 = time.time()
+        # per-epoch step decay, restarted for the fine-tuning stage (its own, lower base rates)
+        if finetune:
+            decay = args.lr_decay ** (epoch - args.epochs - 1)
+            for grp in opt.param_groups:
+                grp["lr"] = args.lr * args.finetune_decoder_lr_scale * decay
+            for grp in opt_enc.param_groups if opt_enc else []:
+                grp["lr"] = args.finetune_lr * decay
+        else:
+            for grp in opt.param_groups:
+                grp["lr"] = args.lr * args.lr_decay ** (epoch - 1)
+        if not finetune:
+            lengths = [len(c) for _, c in pairs]
+            batches = ((
+                {"feats": feats[[index[pairs[j][0]] for j in b]]}, pad([pairs[j][1] for j in b]))
+                for b in length_bucketed_batches(lengths, args.batch_size, g))
+            n_batches = math.ceil(len(pairs) / args.batch_size)
+            loss = train_one_epoch(model, _Sized(batches, n_batches), opt, dec_params, args.label_smoothing,
+                                   args.att_reg, desc=f"epoch {epoch} (frozen encoder)")
+        else:
+            if epoch == args.epochs + 1 and best_path.is_file():  # start fine-tuning from the best model
+                m, _, _ = checkpoint.load_model(best_path, encoder_weights=args.encoder_weights)
+                model.load_state_dict(m.state_dict())
+            model.encoder.set_trainable(args.finetune_blocks)
+            loader = finetune_loader(ds, train_names, vocab, model.preprocess, args, g)
+            loss = train_one_epoch(model, _Sized((({"images": x}, c) for x, c in loader), len(loader)),
+                                _Multi(optimizers), dec_params + enc_params, args.label_smoothing,
+                                args.att_reg, desc=f"epoch {epoch} (fine-tuning)")
+            model.encoder.set_trainable(0)
+            model.eval()
+            new = extract_features(model.encoder, [ds.image_dir / n for n in dev_names], workers=args.workers,
+                                   progress=False)
+            feats = feats.clone()
+            for i, n in enumerate(dev_names):
+                feats[index[n]] = new[i]
+        dev_feats = feats[[index[n] for n in dev_names]]
+        scores, _ = evaluate(model, dev_feats, dev_names, dev_refs, vocab, args.eval_beam, args.length_penalty)
+        entry = {"epoch": epoch, "stage": "finetune" if finetune else "frozen", "train_loss": loss,
+                 "dev": scores, "seconds": round(time.time() - t0, 1)}
+        history.append(entry)
+        print(json.dumps(entry))
+        meta = {"finetuned": finetune or any(h["stage"] == "finetune" for h in history), "epoch": epoch,
+                "dev": scores, "args": {k: v for k, v in vars(args).items() if k != "func"}}
+        checkpoint.save_model(last, model, vocab, meta)
+        if scores["CIDEr-D"] > best:
+            best, stale = scores["CIDEr-D"], 0
+            checkpoint.save_model(best_path, model, vocab, meta)
+        else:
+            stale += 1
+        checkpoint.save_train_state(state_path, optimizers, {"epoch": epoch, "history": history, "best": best,
+                                                             "gen_state": g.get_state().tolist()})
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+        plot_history(history, out / "curves.png")
+    print(f"best dev CIDEr-D {best:.4f}: {best_path}")
+    return history
+
+
+class _Sized:
+    """A generator with a length, so progress bars know the total."""
+
+    def __init__(self, it, n):
+        self.it, self.n = it, n
+
+    def __iter__(self):
+        return iter(self.it)
+
+    def __len__(self):
+        return self.n
+
+
+class _Multi:
+    """Step several optimizers (decoder, encoder at its lower learning rate) as one."""
+
+    def __init__(self, opts: dict):
+        self.opts = [o for o in opts.values() if o is not None]
+
+    def zero_grad(self, set_to_none=True):
+        for o in self.opts:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        for o in self.opts:
+            o.step()
+
+
+class _CaptionedImages(ImageFiles):
+    def __init__(self, paths, caps, preprocess):
+        super().__init__(paths, preprocess)
+        self.caps = caps
+
+    def __getitem__(self, i):
+        return super().__getitem__(i), self.caps[i]
+
+
+def finetune_loader(ds, names, vocab, preprocess, args, g):
+    """One pass over the training images, each with one of its captions drawn at random."""
+    caps = [vocab.encode(tokenize(ds.captions[n][int(torch.randint(len(ds.captions[n]), (1,), generator=g))])
+                         [:args.max_len]) for n in names]
+    order = torch.randperm(len(names), generator=g).tolist()
+    data = _CaptionedImages([ds.image_dir / names[i] for i in order], [caps[i] for i in order], preprocess)
+    return DataLoader(data, batch_size=args.finetune_batch_size, num_workers=args.workers,
+                      collate_fn=lambda b: (torch.stack([x for x, _ in b]), pad([c for _, c in b])))
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--data", default="../shared/flickr8k", help="dataset root (Kaggle, original or Karpathy layout)")
+    ap.add_argument("--layout", default=None, choices=["kaggle", "original", "karpathy"], help="force a dataset layout")
+    ap.add_argument("--out", required=True, help="run folder: checkpoints, vocabulary, history, curves")
+    ap.add_argument("--encoder", default="efficientnet_lite2", choices=["efficientnet_lite2", "resnet50", "vgg16"],
+                    help="ImageNet CNN encoder")
+    ap.add_argument("--encoder-weights", default=None, help="ImageNet weights file for the encoder")
+    ap.add_argument("--image-size", type=int, default=224, help="square input size in pixels")
+    ap.add_argument("--decoder", default="attention", choices=["attention", "plain"], help="LSTM decoder type")
+    ap.add_argument("--embed-dim", type=int, default=256, help="word embedding size")
+    ap.add_argument("--hidden-dim", type=int, default=512, help="LSTM hidden size")
+    ap.add_argument("--attention-dim", type=int, default=512, help="attention MLP size")
+    ap.add_argument("--dropout", type=float, default=0.5, help="dropout before the word classifier")
+    ap.add_argument("--min-count", type=int, default=5, help="vocabulary: minimum word count in training captions")
+    ap.add_argument("--max-len", type=int, default=30, help="longest caption in words (training and generation)")
+    ap.add_argument("--epochs", type=int, default=8, help="epochs of the frozen-encoder stage")
+    ap.add_argument("--batch-size", type=int, default=64, help="captions per batch in the frozen stage")
+    ap.add_argument("--lr", type=float, default=4e-4, help="decoder learning rate (Adam)")
+    ap.add_argument("--lr-decay", type=float, default=0.85, help="learning rate factor per epoch")
+    ap.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the word loss")
+    ap.add_argument("--att-reg", type=float, default=1.0, help="doubly stochastic attention penalty weight")
+    ap.add_argument("--patience", type=int, default=3, help="early stop after this many epochs without dev gain")
+    ap.add_argument("--finetune-epochs", type=int, default=0, help="epochs of end-to-end fine-tuning after stage 1")
+    ap.add_argument("--finetune-blocks", type=int, default=3, help="encoder stages unfrozen when fine-tuning")
+    ap.add_argument("--finetune-lr", type=float, default=1e-5, help="encoder learning rate when fine-tuning")
+    ap.add_argument("--finetune-decoder-lr-scale", type=float, default=0.25,
+                    help="decoder learning rate factor while fine-tuning")
+    ap.add_argument("--finetune-batch-size", type=int, default=32, help="images per batch when fine-tuning")
+    ap.add_argument("--eval-beam", type=int, default=3, help="beam size of the dev-split evaluation")
+    ap.add_argument("--length-penalty", type=float, default=0.7, help="beam score = logP / length**this")
+    ap.add_argument("--feature-cache", default=None, help="feature cache file (default: ~/.cache/captioner/...)")
+    ap.add_argument("--workers", type=int, default=1, help="image decoding worker processes")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
+    ap.add_argument("--limit", type=int, default=0, help="use only this many training images (quick runs)")
+    ap.add_argument("--seed", type=int, default=0, help="random seed")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")

@@ -1,0 +1,83 @@
+"""The command line end to end, as a user runs it, on real photos with the shipped model."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from captioner.checkpoint import DEFAULT_MODEL
+from conftest import SHARED, needs_shared
+
+pytestmark = [needs_shared, pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model")]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "captioner", *args], capture_output=True, text=True, timeout=300)
+
+
+def originals(n):
+    return sorted((SHARED / "originals").glob("*.jpg"))[:n]
+
+
+def test_caption_one_photo_prints_a_sentence():
+    r = run("caption", str(originals(1)[0]))
+    assert r.returncode == 0, r.stderr
+    words = r.stdout.strip().split()
+    assert 3 <= len(words) <= 30 and "\t" not in r.stdout
+    assert r.stdout.count("\n") == 1
+
+
+def test_folder_glob_jsonl_and_bad_inputs(tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for p in originals(3):
+        shutil.copy(p, imgs / p.name)
+    (tmp_path / "notes.jpg").write_text("not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    r = run("caption", str(imgs), str(tmp_path / "*.png"), str(tmp_path / "notes.jpg"),
+            str(tmp_path / "missing.jpg"), "--format", "jsonl", "--beam-size", "2", "--n-best", "2")
+    assert r.returncode == 1
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) == 6
+    good = [x for x in rows if "caption" in x]
+    bad = {x["image"]: x["error"] for x in rows if "error" in x}
+    assert len(good) == 3 and all(len(x["beams"]) == 2 and x["caption"] for x in good)
+    assert set(bad) == {str(tmp_path / "empty.png"), str(tmp_path / "notes.jpg"), str(tmp_path / "missing.jpg")}
+    assert "empty file" in bad[str(tmp_path / "empty.png")]
+    assert "not an image" in bad[str(tmp_path / "notes.jpg")]
+    assert "no such file" in bad[str(tmp_path / "missing.jpg")]
+    assert "Traceback" not in r.stderr
+
+
+def test_text_mode_errors_are_one_line_and_others_still_captioned(tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    good = originals(2)
+    r = run("caption", str(good[0]), str(tmp_path / "bad.jpg"), str(good[1]), "--attention-dir", str(tmp_path / "att"))
+    assert r.returncode == 1
+    lines = r.stdout.splitlines()
+    assert [ln.split("\t")[0] for ln in lines] == [str(good[0]), str(good[1])]
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "bad.jpg" in err[0] and err[0].startswith("captioner: error:")
+    assert len(list((tmp_path / "att").glob("*.png"))) == 2
+
+
+def test_help_on_every_command():
+    for cmd in ([], ["caption"], ["train"], ["evaluate"]):
+        r = run(*cmd, "--help")
+        assert r.returncode == 0 and "usage: captioner" in r.stdout
+
+
+def test_python_api_on_pil_paths_and_batches():
+    from PIL import Image
+
+    import captioner
+    model, preprocess = captioner.load(with_preprocess=True)
+    paths = originals(2)
+    one = model.caption(paths[0])
+    many = model.caption([Image.open(paths[0]), paths[1]])
+    assert one.text == many[0].text and len(many) == 2
+    assert preprocess(Image.open(paths[0])).shape == (3, model.model.cfg.image_size, model.model.cfg.image_size)
+    assert one.attention is not None and one.attention.shape[0] == len(one.words)
+    with pytest.raises(captioner.ImageError, match="no such file"):
+        model.caption(SHARED / "nope.jpg")

@@ -1,0 +1,160 @@
+"""A tiny model through forward/backward, greedy and beam decoding, and a checkpoint round trip."""
+import pickle
+
+import pytest
+import torch
+
+from captioner import checkpoint
+from captioner.decode import generate
+from captioner.model import CaptionModel, ModelConfig
+from captioner.vocab import Vocab
+
+VOCAB = Vocab(["<pad>", "<start>", "<end>", "<unk>", "a", "dog", "runs", "on", "grass", "red"])
+
+
+def tiny(decoder="attention", **kw):
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=len(VOCAB), decoder=decoder, image_size=64, embed_dim=16, hidden_dim=24,
+                      attention_dim=20, max_len=8, **kw)
+    return CaptionModel(cfg, pretrained_encoder=False).eval()
+
+
+def caps():
+    return torch.tensor([[1, 4, 5, 6, 2, 0], [1, 9, 8, 7, 4, 2]])
+
+
+@pytest.mark.parametrize("decoder", ["attention", "plain"])
+def test_forward_backward(decoder):
+    m = tiny(decoder)
+    m.train()
+    m.encoder.set_trainable(1)
+    images = torch.randn(2, 3, 64, 64)
+    logits, loss = m(images, caps())
+    assert logits.shape == (2, 5, len(VOCAB))
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert m.decoder.out.weight.grad is not None
+    top = [p for p in m.encoder.blocks[-1].parameters()]
+    low = [p for p in m.encoder.blocks[0].parameters()]
+    assert all(p.grad is not None for p in top)      # the unfrozen top stage learns
+    assert all(p.grad is None for p in low)          # the frozen stem does not
+
+
+def test_doubly_stochastic_penalty_adds_to_loss():
+    m = tiny()
+    feats = torch.randn(2, 4, m.cfg.feature_dim)
+    _, plain = m(feats=feats, captions=caps(), att_reg=0.0)
+    _, reg = m(feats=feats, captions=caps(), att_reg=1.0)
+    assert reg > plain
+
+
+def test_loss_decreases_when_overfitting_one_batch():
+    m = tiny(dropout=0.0)
+    m.train()
+    feats = torch.randn(2, 4, m.cfg.feature_dim)
+    opt = torch.optim.Adam(m.decoder.parameters(), lr=1e-2)
+    first = None
+    for _ in range(60):
+        _, loss = m(feats=feats, captions=caps(), att_reg=0.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first if first is not None else loss.item()
+    assert loss.item() < first * 0.1
+    m.eval()
+    out = generate(m, feats, beam_size=1)
+    assert VOCAB.decode(out[0][0].tokens) == ["a", "dog", "runs"]
+
+
+@pytest.mark.parametrize("decoder", ["attention", "plain"])
+def test_beam_one_equals_manual_greedy_loop(decoder):
+    m = tiny(decoder)
+    feats = torch.randn(3, 4, m.cfg.feature_dim)
+    got = [h[0].tokens for h in generate(m, feats, beam_size=1)]
+    with torch.inference_mode():
+        state, memory = m.decoder.init_state(feats)
+        words = torch.ones(3, dtype=torch.long)
+        seqs = [[] for _ in range(3)]
+        done = [False] * 3
+        for _ in range(m.cfg.max_len + 1):
+            logits, state, _ = m.decoder.step(words, state, memory)
+            logits[:, [0, 1, 3]] = float("-inf")
+            words = logits.argmax(-1)
+            for i, w in enumerate(words.tolist()):
+                if not done[i]:
+                    if w == 2:
+                        done[i] = True
+                    else:
+                        seqs[i].append(w)
+    assert got == seqs
+
+
+def test_beam_search_batched_sorted_with_attention():
+    m = tiny()
+    feats = torch.randn(3, 4, m.cfg.feature_dim)
+    batched = generate(m, feats, beam_size=4, n_best=4)
+    for i in range(3):
+        alone = generate(m, feats[i:i + 1], beam_size=4, n_best=4)[0]
+        assert [h.tokens for h in alone] == [h.tokens for h in batched[i]]
+        scores = [h.score for h in batched[i]]
+        assert scores == sorted(scores, reverse=True)
+        best = batched[i][0]
+        assert best.attention.shape == (len(best.tokens), 4)
+        assert torch.allclose(best.attention.sum(1), torch.ones(len(best.tokens)))
+    # with no length normalisation, beam search never does worse than greedy on log-probability
+    greedy = generate(m, feats, beam_size=1, length_penalty=0.0)
+    beam = generate(m, feats, beam_size=4, length_penalty=0.0)
+    for g, b in zip(greedy, beam):
+        assert b[0].logprob >= g[0].logprob - 1e-5
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    m = tiny()
+    path = tmp_path / "m.safetensors"
+    checkpoint.save_model(path, m, VOCAB, {"note": "x"}, include_encoder=True)
+    m2, v2, meta = checkpoint.load_model(path)
+    assert v2.itos == VOCAB.itos and meta == {"note": "x"} and m2.cfg == m.cfg
+    feats = torch.randn(2, 4, m.cfg.feature_dim)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(m.encode(x), m2.encode(x))
+    assert [h[0].tokens for h in generate(m, feats)] == [h[0].tokens for h in generate(m2, feats)]
+    # fp16 storage halves the file and keeps the captions
+    half = tmp_path / "h.safetensors"
+    checkpoint.save_model(half, m, VOCAB, include_encoder=True, dtype=torch.float16)
+    assert half.stat().st_size < path.stat().st_size * 0.6
+    m3, _, _ = checkpoint.load_model(half)
+    assert next(m3.parameters()).dtype == torch.float32
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {_Evil.marker}",))
+
+
+def test_pickle_checkpoint_is_refused_unread(tmp_path):
+    _Evil.marker = tmp_path / "pwned"
+    bad = tmp_path / "evil.safetensors"
+    bad.write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(checkpoint.CheckpointError, match="pickle"):
+        checkpoint.load_model(bad)
+    torch.save({"x": _Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="not a safetensors"):
+        checkpoint.load_model(tmp_path / "evil.pt")
+    assert not _Evil.marker.exists()
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    m = tiny()
+    path = tmp_path / "m.safetensors"
+    checkpoint.save_model(path, m, VOCAB, {"v": 1})
+    before = path.read_bytes()
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(checkpoint, "save_file", disk_full)
+    with pytest.raises(OSError):
+        checkpoint.save_model(path, m, VOCAB, {"v": 2})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left behind
