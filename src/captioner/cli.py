@@ -51,6 +51,19 @@ def _caption(args) -> int:
     return 1 if failed else 0
 
 
+def _app_arguments(p):
+    p.add_argument("--port", type=int, default=8501, help="port to listen on")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    p.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
+    p.add_argument("--examples", default=None, help="folder of example photos for the gallery")
+
+
+def _app(args) -> int:
+    from .app import launch  # imports streamlit only when the app is asked for
+
+    return launch(args)
+
+
 def main(argv=None) -> int:
     from . import evaluate, train
 
@@ -80,6 +93,17 @@ def main(argv=None) -> int:
                        description=evaluate.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_arguments(p)
     p.set_defaults(func=evaluate.main)
+
+    from . import server
+
+    p = sub.add_parser("serve", help="run the HTTP API", description=server.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    server.add_arguments(p)
+    p.set_defaults(func=server.main)
+
+    p = sub.add_parser("app", help="run the Streamlit web app (headless)")
+    _app_arguments(p)
+    p.set_defaults(func=_app)
 
     args = ap.parse_args(argv)
     try:

@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_history(history: list[dict], path: str | Path) -> None:
@@ -25,6 +26,8 @@ def plot_history(history: list[dict], path: str | Path) -> None:
             a.axvline(h["epoch"] - 0.5, color="grey", ls="--"), b.axvline(h["epoch"] - 0.5, color="grey", ls="--")
             break
     b.set_xlabel("epoch"), b.set_ylabel("score"), b.grid(alpha=0.3), b.legend()
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -53,3 +56,17 @@ def plot_attention(image, words: list[str], attention, path: str | Path, cols: i
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def attention_overlay(image, attention_row, alpha: float = 0.5):
+    """One word's attention [L] drawn over the image as a heat map -> PIL image (for the app)."""
+    from PIL import Image
+
+    att = np.asarray(attention_row, dtype=np.float32)
+    side = int(round(att.shape[0] ** 0.5))
+    m = att.reshape(side, side)
+    m = m / (m.max() + 1e-8)
+    img = image.convert("RGB")
+    heat = Image.fromarray((m * 255).astype(np.uint8)).resize(img.size, Image.BILINEAR)
+    colours = (matplotlib.colormaps["jet"](np.asarray(heat) / 255.0)[..., :3] * 255).astype(np.uint8)
+    return Image.blend(img, Image.fromarray(colours), alpha)

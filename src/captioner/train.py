@@ -7,7 +7,7 @@ at a lower learning rate.  After every epoch the model captions the dev split by
 decoding (beam search, no teacher forcing) and is scored; the best dev CIDEr-D is kept as
 ``best.safetensors``.  Test images never reach this file.
 
-    captioner train --data ../shared/flickr8k --out runs/lite2_att --epochs 8
+    captioner train --out runs/main          # the shipped model's recipe (defaults)
     captioner train ... --resume          # continue an interrupted run
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -199,6 +200,7 @@ def main(args):
                                    args.att_reg, desc=f"epoch {epoch} (frozen encoder)")
         else:
             if epoch == args.epochs + 1 and best_path.is_file():  # start fine-tuning from the best model
+                shutil.copyfile(best_path, out / "best_frozen.safetensors")  # kept for the ablation
                 m, _, _ = checkpoint.load_model(best_path, encoder_weights=args.encoder_weights)
                 model.load_state_dict(m.state_dict())
             model.encoder.set_trainable(args.finetune_blocks)
@@ -297,16 +299,16 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--dropout", type=float, default=0.5, help="dropout before the word classifier")
     ap.add_argument("--min-count", type=int, default=5, help="vocabulary: minimum word count in training captions")
     ap.add_argument("--max-len", type=int, default=30, help="longest caption in words (training and generation)")
-    ap.add_argument("--epochs", type=int, default=8, help="epochs of the frozen-encoder stage")
+    ap.add_argument("--epochs", type=int, default=12, help="epochs of the frozen-encoder stage")
     ap.add_argument("--batch-size", type=int, default=64, help="captions per batch in the frozen stage")
     ap.add_argument("--lr", type=float, default=4e-4, help="decoder learning rate (Adam)")
     ap.add_argument("--lr-decay", type=float, default=0.85, help="learning rate factor per epoch")
     ap.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the word loss")
     ap.add_argument("--att-reg", type=float, default=1.0, help="doubly stochastic attention penalty weight")
     ap.add_argument("--patience", type=int, default=3, help="early stop after this many epochs without dev gain")
-    ap.add_argument("--finetune-epochs", type=int, default=0, help="epochs of end-to-end fine-tuning after stage 1")
+    ap.add_argument("--finetune-epochs", type=int, default=2, help="epochs of end-to-end fine-tuning after stage 1")
     ap.add_argument("--finetune-blocks", type=int, default=3, help="encoder stages unfrozen when fine-tuning")
-    ap.add_argument("--finetune-lr", type=float, default=1e-5, help="encoder learning rate when fine-tuning")
+    ap.add_argument("--finetune-lr", type=float, default=1e-4, help="encoder learning rate when fine-tuning")
     ap.add_argument("--finetune-decoder-lr-scale", type=float, default=0.25,
                     help="decoder learning rate factor while fine-tuning")
     ap.add_argument("--finetune-batch-size", type=int, default=32, help="images per batch when fine-tuning")

@@ -1,0 +1,154 @@
+"""The Streamlit app: ``captioner app [--port N] [--model CKPT] [--examples DIR]``.
+
+Upload photos, take one with the camera, or pick an example; read the caption, the top beams
+with their scores, and where the model looked for each word.  The model is loaded once per
+server process (``st.cache_resource``).  Run directly with
+``streamlit run src/captioner/app.py -- --model CKPT --examples DIR``.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from captioner.api import Captioner
+from captioner.images import IMAGE_SUFFIXES, ImageError, open_image
+from captioner.plots import attention_overlay
+
+UPLOAD_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
+MAX_UPLOAD_BYTES = 20 * 2**20
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=os.environ.get("CAPTIONER_MODEL") or None)
+    ap.add_argument("--examples", default=os.environ.get("CAPTIONER_EXAMPLES") or None)
+    return ap.parse_args(argv)
+
+
+@st.cache_resource(show_spinner="Loading the captioning model…")
+def get_captioner(path: str | None) -> Captioner:
+    return Captioner(path)
+
+
+def example_images(folder: str | None, limit: int = 12) -> list[Path]:
+    if not folder or not Path(folder).is_dir():
+        return []
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return files[:limit]
+
+
+def caption_one(cap: Captioner, name: str, data: bytes, beam_size: int, n_best: int):
+    """-> (PIL image, Caption, seconds) or raises ImageError with a message for the user."""
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ImageError(f"{name}: file too large ({len(data) / 2**20:.1f} MB, limit {MAX_UPLOAD_BYTES // 2**20} MB)")
+    img = open_image(io.BytesIO(data), name)
+    t0 = time.perf_counter()
+    result = cap.caption(img, beam_size=beam_size, n_best=n_best)
+    return img, result, time.perf_counter() - t0
+
+
+def show_result(key: str, name: str, img, result, seconds: float, show_attention: bool):
+    st.subheader(result.text.capitalize() + ".")
+    left, right = st.columns([3, 2])
+    with right:
+        st.caption(f"{name} · {seconds * 1000:.0f} ms · beam score {result.score:.3f}")
+        if len(result.beams) > 1:
+            st.markdown("**Top beams**")
+            st.table([{"caption": t, "score": round(s, 3)} for t, s in result.beams])
+    with left:
+        if show_attention and result.attention is not None and result.words:
+            word_i = st.radio("Where the model looked for each word", range(len(result.words)),
+                              format_func=lambda i: result.words[i], horizontal=True, key=f"word-{key}")
+            st.image(attention_overlay(img, result.attention[word_i]), width="stretch",
+                     caption=f"attention for “{result.words[word_i]}”")
+            with st.expander("All words"):
+                cols = st.columns(6)
+                for i, w in enumerate(result.words):
+                    cols[i % 6].image(attention_overlay(img, result.attention[i]), caption=w,
+                                      width="stretch")
+        else:
+            st.image(img, width="stretch")
+
+
+def main(argv=None):
+    args = parse_args(argv if argv is not None else sys.argv[1:])
+    st.set_page_config(page_title="captioner", page_icon="📝", layout="wide")
+    st.title("captioner")
+    st.write("Describe a photo in one English sentence — for alt text, search or curation.")
+    try:
+        cap = get_captioner(args.model)
+    except (OSError, ValueError) as e:
+        st.error(f"Could not load the model: {e}")
+        st.stop()
+    with st.sidebar:
+        beam_size = st.slider("Beam size", 1, 5, 3, help="1 = greedy; larger looks at more candidate sentences")
+        n_best = min(st.slider("Beams shown", 1, 5, 3, help="at most the beam size"), beam_size)
+        show_attention = st.toggle("Attention maps", value=True)
+        cfg = cap.model.cfg
+        st.caption(f"Model: {cap.path.name} · {cfg.encoder} + {cfg.decoder} LSTM · {len(cap.vocab)} words")
+
+    inputs: list[tuple[str, bytes]] = []
+    tab_up, tab_cam, tab_ex = st.tabs(["Upload", "Camera", "Examples"])
+    with tab_up:
+        files = st.file_uploader("Photos", type=UPLOAD_TYPES, accept_multiple_files=True,
+                                 help="JPEG, PNG, WebP, GIF, BMP or TIFF")
+        inputs += [(f.name, f.getvalue()) for f in files or []]
+    with tab_cam:
+        if st.toggle("Use the camera"):
+            shot = st.camera_input("Take a photo")
+            if shot is not None:
+                inputs.append(("camera.jpg", shot.getvalue()))
+    with tab_ex:
+        examples = example_images(args.examples)
+        if not examples:
+            st.info("No example folder configured (start with --examples DIR).")
+        else:
+            picked = st.selectbox("Example photo", ["—"] + [p.name for p in examples], key="example")
+            cols = st.columns(6)
+            for i, p in enumerate(examples):
+                try:
+                    thumb = open_image(p)
+                    thumb.thumbnail((256, 256))
+                    cols[i % 6].image(thumb, caption=p.name[:14], width="stretch")
+                except ImageError as e:
+                    cols[i % 6].warning(str(e))
+            if picked != "—":
+                inputs.append((picked, (Path(args.examples) / picked).read_bytes()))
+
+    if not inputs:
+        st.info("Upload a photo, take one, or pick an example to get a caption.")
+        return
+    for i, (name, data) in enumerate(inputs):
+        st.divider()
+        try:
+            img, result, seconds = caption_one(cap, name, data, beam_size, n_best)
+        except ImageError as e:
+            st.error(f"Cannot caption this file — {e}")
+            continue
+        show_result(str(i), name, img, result, seconds, show_attention)
+
+
+def launch(args) -> int:
+    """``captioner app``: run this file under ``streamlit run``, headless."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).resolve()),
+           "--server.headless", "true", "--server.port", str(args.port), "--server.address", args.host,
+           "--browser.gatherUsageStats", "false", "--server.maxUploadSize", "20", "--"]
+    if args.model:
+        cmd += ["--model", args.model]
+    if args.examples:
+        cmd += ["--examples", args.examples]
+    return subprocess.call(cmd)
+
+
+if __name__ == "__main__":
+    main()
