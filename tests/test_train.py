@@ -39,10 +39,48 @@ def test_two_stages_write_checkpoints_and_curves(tiny_data, tmp_path):
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_data, tmp_path):
     cache = tmp_path / "f.safetensors"
-    full = main(run_args(tiny_data, tmp_path / "a", cache, epochs=3, patience=9))
-    main(run_args(tiny_data, tmp_path / "b", cache, epochs=1, patience=9))       # "killed" after epoch 1
-    resumed = main(run_args(tiny_data, tmp_path / "b", cache, epochs=3, patience=9, resume=True))
+    full = main(run_args(tiny_data, tmp_path / "a", cache, epochs=3, patience=9, finetune_epochs=0))
+    main(run_args(tiny_data, tmp_path / "b", cache, epochs=1, patience=9, finetune_epochs=0))  # stopped after 1
+    resumed = main(run_args(tiny_data, tmp_path / "b", cache, epochs=3, patience=9, finetune_epochs=0, resume=True))
     assert [h["epoch"] for h in resumed] == [1, 2, 3]
+    for a, b in zip(full, resumed):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["dev"] == pytest.approx(b["dev"], rel=1e-5)
+
+
+def test_kill_9_mid_run_then_resume_matches_uninterrupted(tiny_data, tmp_path):
+    """SIGKILL a real training process mid-run: every file left is loadable, and --resume
+    finishes with the same history as a run that was never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cache = tmp_path / "f.safetensors"
+    full = main(run_args(tiny_data, tmp_path / "a", cache, epochs=3, finetune_epochs=1, patience=9))
+    out = tmp_path / "b"
+    args = run_args(tiny_data, out, cache, epochs=3, finetune_epochs=1, patience=9)
+    argv = [sys.executable, "-m", "captioner", "train"]
+    for k, v in vars(args).items():
+        if v is None or v is False or k == "resume":
+            continue
+        argv += ["--" + k.replace("_", "-")] + ([] if v is True else [str(v)])
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "train_state.safetensors"
+    deadline = time.time() + 240
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # somewhere after epoch 1, possibly mid-write
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert state.exists()
+    from safetensors import safe_open
+    with safe_open(str(state), "pt") as f:
+        assert json.loads(f.metadata()["info"])["epoch"] < 4
+    for f in ("last.safetensors", "best.safetensors"):
+        checkpoint.load_model(out / f)          # never a corrupt checkpoint
+    resumed = main(run_args(tiny_data, out, cache, epochs=3, finetune_epochs=1, patience=9, resume=True))
+    assert [h["epoch"] for h in resumed] == [1, 2, 3, 4]
     for a, b in zip(full, resumed):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["dev"] == pytest.approx(b["dev"], rel=1e-5)

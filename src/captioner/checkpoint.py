@@ -106,21 +106,24 @@ def load_model(path=None, device: str | torch.device = "cpu", encoder_weights: s
 
 # ---------------------------------------------------------------- training state
 
-def save_train_state(path, optimizers: dict, info: dict) -> None:
-    """Flatten optimizer state dicts into tensors; everything else goes into JSON metadata."""
-    tensors, groups = {}, {}
+def save_train_state(path, model, optimizers: dict, info: dict) -> None:
+    """The resume point, in one atomic file: model weights, optimizer moments (flattened into
+    tensors), the torch RNG state, and ``info`` (epoch, history...) as JSON.  Written last at
+    the end of an epoch, so a kill at any moment leaves either the previous or the new state."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    groups = {}
     for name, opt in optimizers.items():
         sd = opt.state_dict()
         groups[name] = sd["param_groups"]
         for pid, st in sd["state"].items():
             for k, v in st.items():
-                tensors[f"{name}.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+                tensors[f"opt.{name}.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
     tensors["rng.torch"] = torch.get_rng_state()
     atomic_save(tensors, path, {"format": FORMAT + "-train", "groups": json.dumps(groups),
                                 "info": json.dumps(info)})
 
 
-def load_train_state(path, optimizers: dict) -> dict:
+def load_train_state(path, model, optimizers: dict) -> dict:
     path = Path(path)
     _check_safetensors(path)
     with safe_open(str(path), "pt") as f:
@@ -128,15 +131,15 @@ def load_train_state(path, optimizers: dict) -> dict:
     if md.get("format") != FORMAT + "-train":
         raise CheckpointError(f"{path}: not a captioner training state")
     tensors = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     groups = json.loads(md["groups"])
     for name, opt in optimizers.items():
         state = {}
+        prefix = f"opt.{name}."
         for key, v in tensors.items():
-            opt_name, _, rest = key.partition(".")
-            if opt_name != name:
-                continue
-            pid, _, k = rest.partition(".")
-            state.setdefault(int(pid), {})[k] = v
+            if key.startswith(prefix):
+                pid, _, k = key[len(prefix):].partition(".")
+                state.setdefault(int(pid), {})[k] = v
         opt.load_state_dict({"state": state, "param_groups": groups[name]})
     torch.set_rng_state(tensors["rng.torch"])
     return json.loads(md["info"])

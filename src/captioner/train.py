@@ -159,21 +159,19 @@ def main(args):
     model.encoder.set_trainable(0)
     opt_enc = torch.optim.Adam(enc_params, lr=args.finetune_lr) if enc_params else None
     optimizers = {"decoder": opt, **({"encoder": opt_enc} if opt_enc else {})}
-    history, best, start_epoch = [], -1.0, 1
+    history, best, start_epoch, info = [], -1.0, 1, {}
     g = torch.Generator().manual_seed(args.seed)
     last, best_path, state_path = out / "last.safetensors", out / "best.safetensors", out / "train_state.safetensors"
-    if args.resume and last.is_file() and state_path.is_file():
-        m, _, meta = checkpoint.load_model(last, encoder_weights=args.encoder_weights)
-        model.load_state_dict(m.state_dict())
-        info = checkpoint.load_train_state(state_path, optimizers)
+    if args.resume and state_path.is_file():
+        info = checkpoint.load_train_state(state_path, model, optimizers)
         history, best, start_epoch = info["history"], info["best"], info["epoch"] + 1
         g.set_state(torch.tensor(info["gen_state"], dtype=torch.uint8))
-        print(f"resumed from {last} after epoch {info['epoch']}")
+        print(f"resumed from {state_path} after epoch {info['epoch']}")
+    elif args.resume:
+        print(f"--resume: no {state_path} yet, starting from scratch")
 
     total_epochs = args.epochs + args.finetune_epochs
-    stale = 0
-    for h in history:  # recompute early-stopping counter after a resume
-        stale = 0 if h["dev"]["CIDEr-D"] >= max(x["dev"]["CIDEr-D"] for x in history[:history.index(h) + 1]) else stale + 1
+    stale = info["stale"] if history else 0  # epochs since the last dev improvement
     for epoch in range(start_epoch, total_epochs + 1):
         finetune = epoch > args.epochs
         if not finetune and stale >= args.patience:
@@ -223,14 +221,15 @@ def main(args):
         print(json.dumps(entry))
         meta = {"finetuned": finetune or any(h["stage"] == "finetune" for h in history), "epoch": epoch,
                 "dev": scores, "args": {k: v for k, v in vars(args).items() if k != "func"}}
-        checkpoint.save_model(last, model, vocab, meta)
         if scores["CIDEr-D"] > best:
             best, stale = scores["CIDEr-D"], 0
             checkpoint.save_model(best_path, model, vocab, meta)
         else:
             stale += 1
-        checkpoint.save_train_state(state_path, optimizers, {"epoch": epoch, "history": history, "best": best,
-                                                             "gen_state": g.get_state().tolist()})
+        checkpoint.save_model(last, model, vocab, meta)
+        # the resume point is written last: a kill before this line repeats the epoch, identically
+        checkpoint.save_train_state(state_path, model, optimizers, {
+            "epoch": epoch, "history": history, "best": best, "stale": stale, "gen_state": g.get_state().tolist()})
         (out / "history.json").write_text(json.dumps(history, indent=1))
         plot_history(history, out / "curves.png")
     print(f"best dev CIDEr-D {best:.4f}: {best_path}")
@@ -319,4 +318,4 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
     ap.add_argument("--limit", type=int, default=0, help="use only this many training images (quick runs)")
     ap.add_argument("--seed", type=int, default=0, help="random seed")
-    ap.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/train_state.safetensors")

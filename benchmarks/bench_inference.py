@@ -1,0 +1,188 @@
+"""Inference speed on the machine at hand, as ratios from one run.
+
+  1. batch captioning (beam 3, worker processes decoding images) vs the encoder forward alone
+  2. the product's batched decoder vs the seed's method (one model call per word, re-running the
+     whole prefix each time), same weights, same outputs checked
+  3. encoder variants (contiguous vs channels-last memory, torch.compile) vs eager fp32
+  4. single-image latency p50/p95 (model loaded once) and the command line's cold start
+  5. throughput and peak memory by batch size
+
+    python benchmarks/bench_inference.py --images ../shared/flickr8k/Images --n 256
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from captioner import Captioner
+from captioner.decode import generate
+from captioner.images import open_image
+
+
+def peak_rss_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def timed(fn, repeat=1):
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+@torch.inference_mode()
+def encoder_only(cap, x, bs=16, channels_last=True):
+    enc = cap.model.encoder
+    for i in range(0, len(x), bs):
+        b = x[i:i + bs]
+        enc(b.contiguous(memory_format=torch.channels_last) if channels_last else b.contiguous())
+
+
+@torch.inference_mode()
+def seed_decode(model, feats, beam_size, max_len, length_penalty):
+    """The straightforward decoder of the original Keras system: for every new word, run the model
+    over the whole prefix again (one call per word, per image, per beam)."""
+    dec = model.decoder
+    out = []
+    for f in feats:
+        f = f.unsqueeze(0)
+
+        def next_logp(prefix):
+            state, memory = dec.init_state(f)
+            for w in prefix:
+                logits, state, _ = dec.step(torch.tensor([w]), state, memory)
+            lp = logits[0].log_softmax(-1)
+            lp[[0, 1, 3]] = float("-inf")
+            return lp
+
+        beams = [([1], 0.0, False)]
+        for _ in range(max_len + 1):
+            cand = []
+            for seq, score, done in beams:
+                if done:
+                    cand.append((seq, score, True))
+                    continue
+                lp = next_logp(seq)
+                top = lp.topk(beam_size)
+                for s, w in zip(top.values.tolist(), top.indices.tolist()):
+                    cand.append((seq + [w], score + s, w == 2))
+            beams = sorted(cand, key=lambda c: -c[1])[:beam_size]
+            if all(d for _, _, d in beams):
+                break
+
+        def norm(c):
+            n = len(c[0]) - 1 - (1 if c[2] else 0)
+            return c[1] / max(n + (1 if c[2] else 0), 1) ** length_penalty
+        best = max(beams, key=norm)[0][1:]
+        out.append(best[:best.index(2)] if 2 in best else best)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", default="../shared/flickr8k/Images", help="folder of images")
+    ap.add_argument("--n", type=int, default=256, help="images for the throughput runs")
+    ap.add_argument("--seed-n", type=int, default=16, help="images for the seed-decoder comparison")
+    ap.add_argument("--workers", type=int, default=2, help="image decoding workers for batch captioning")
+    ap.add_argument("--model", default=None, help="checkpoint; default: the shipped model")
+    ap.add_argument("--skip-compile", action="store_true", help="skip the torch.compile variant")
+    args = ap.parse_args()
+
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+          f"torch {torch.__version__}, python {platform.python_version()}")
+    paths = sorted(Path(args.images).glob("*.jpg"))[:args.n]
+    cap = Captioner(args.model, beam_size=3)
+    x = torch.stack([cap.preprocess(open_image(p)) for p in paths])
+    encoder_only(cap, x[:16])  # warm-up
+
+    print("\n## 1. batch captioning vs encoder alone")
+    t_enc = timed(lambda: encoder_only(cap, x), 2)
+    t_all = timed(lambda: list(cap.caption_paths(paths, batch_size=16, workers=args.workers)), 1)
+    print(f"encoder forward alone: {len(paths) / t_enc:.1f} images/s")
+    print(f"caption_paths, beam 3, {args.workers} workers: {len(paths) / t_all:.1f} images/s")
+    print(f"ratio: {t_enc / t_all:.3f}  (target >= 0.9)")
+
+    print("\n## 2. decoder vs the seed's per-word full-prefix method")
+    with torch.inference_mode():
+        feats = cap.model.encode(x[:args.seed_n].contiguous(memory_format=torch.channels_last))
+    for k in (1, 3):
+        t_ours = timed(lambda: generate(cap.model, feats, k, length_penalty=0.7), 3)
+        ours = [h[0].tokens for h in generate(cap.model, feats, k, length_penalty=0.7)]
+        t_seed = timed(lambda: seed_decode(cap.model, feats, k, cap.model.cfg.max_len, 0.7), 1)
+        seed = seed_decode(cap.model, feats, k, cap.model.cfg.max_len, 0.7)
+        same = sum(a == b for a, b in zip(ours, seed))
+        print(f"beam {k}: product {t_ours * 1000:.0f} ms, seed method {t_seed * 1000:.0f} ms, speed-up "
+              f"{t_seed / t_ours:.1f}x (target >= 10x); identical captions {same}/{len(ours)}")
+
+    print("\n## 3. encoder variants (same images, batch 16)")
+    sub = x[:64]
+    t_eager = timed(lambda: encoder_only(cap, sub, channels_last=False), 2)
+    t_cl = timed(lambda: encoder_only(cap, sub, channels_last=True), 2)
+    print(f"eager fp32 contiguous: {64 / t_eager:.1f} images/s (1.00x)")
+    print(f"channels-last (default): {64 / t_cl:.1f} images/s ({t_eager / t_cl:.2f}x)")
+    if not args.skip_compile:
+        try:
+            enc = cap.model.encoder
+            compiled = torch.compile(enc)
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                compiled(sub[:16].contiguous(memory_format=torch.channels_last))
+                warm = time.perf_counter() - t0
+
+                def run():
+                    for i in range(0, 64, 16):
+                        compiled(sub[i:i + 16].contiguous(memory_format=torch.channels_last))
+                t_c = timed(run, 2)
+            print(f"torch.compile + channels-last: {64 / t_c:.1f} images/s ({t_eager / t_c:.2f}x), "
+                  f"compile time {warm:.0f} s")
+        except Exception as e:  # a compiler toolchain problem is a result, not a crash
+            print(f"torch.compile failed: {type(e).__name__}: {str(e)[:120]}")
+
+    print("\n## 4. latency")
+    lat = []
+    for p in paths[:30]:
+        t = time.perf_counter()
+        cap.caption(p)
+        lat.append(time.perf_counter() - t)
+    lat.sort()
+    print(f"single image, beam 3, model loaded: p50 {statistics.median(lat) * 1000:.0f} ms, "
+          f"p95 {lat[int(0.95 * (len(lat) - 1))] * 1000:.0f} ms")
+    cold = []
+    for _ in range(3):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "captioner", "caption", str(paths[0])], check=True, capture_output=True)
+        cold.append(time.perf_counter() - t)
+    print(f"command line cold start (process start to first caption): median {statistics.median(cold):.2f} s")
+
+    print("\n## 5. scaling by batch size (beam 3, preprocessed images)")
+    print("| batch | images/s | peak RSS MB |")
+    print("| --- | --- | --- |")
+    for bs in (1, 2, 4, 8, 16, 32, 64):
+        reset_peak()
+        n = max(bs, 32)
+        t = timed(lambda: [cap.caption_tensors(x[i:i + bs]) for i in range(0, n, bs)], 1)
+        print(f"| {bs} | {n / t:.1f} | {peak_rss_mb():.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The Streamlit app: its logic with AppTest, and once in a real headless browser."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from captioner.checkpoint import DEFAULT_MODEL
+from conftest import ROOT, SHARED, needs_shared
+
+pytestmark = [needs_shared, pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model")]
+APP = ROOT / "src" / "captioner" / "app.py"
+
+
+@pytest.fixture
+def examples(tmp_path, monkeypatch):
+    for p in sorted((SHARED / "originals").glob("*.jpg"))[:2]:
+        shutil.copy(p, tmp_path / p.name)
+    (tmp_path / "broken.jpg").write_text("not a photo")
+    monkeypatch.setenv("CAPTIONER_EXAMPLES", str(tmp_path))
+    return tmp_path
+
+
+def test_app_captions_an_example_and_survives_a_bad_file(examples):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    assert not at.exception
+    assert any("broken.jpg" in w.value for w in at.warning)   # the gallery names the unreadable file
+    good = sorted(p.name for p in examples.glob("*.jpg") if p.name != "broken.jpg")[0]
+    at.selectbox(key="example").set_value(good).run()
+    assert not at.exception
+    caption = at.subheader[0].value
+    assert len(caption.split()) >= 3
+    words = at.radio[0].options
+    assert len(words) == len(caption.rstrip(".").split())          # one attention map per word
+    at.radio[0].set_value(1).run()
+    assert not at.exception
+    at.selectbox(key="example").set_value("broken.jpg").run()
+    assert not at.exception and "not an image" in at.error[0].value
+    at.slider[0].set_value(5).run()                              # beam size
+    at.selectbox(key="example").set_value(good).run()
+    assert not at.exception and at.subheader and not at.error
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+def test_browser_upload_shows_a_caption(tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CAPTIONER_EXAMPLES": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "captioner", "app", "--port", str(port), "--host", "127.0.0.1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    photo = sorted((SHARED / "originals").glob("*.jpg"))[0]
+    shot = Path(os.environ.get("CAPTIONER_SCREENSHOT_DIR", tmp_path)) / "app_upload.png"
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            for _ in range(120):
+                try:
+                    page.goto(f"http://127.0.0.1:{port}", timeout=2000)
+                    break
+                except Exception:
+                    if proc.poll() is not None:
+                        raise RuntimeError(proc.stdout.read().decode())
+                    time.sleep(0.5)
+            page.locator("input[type=file]").first.set_input_files(str(photo), timeout=60000)
+            heading = page.locator("h3").filter(has_text=".").first
+            heading.wait_for(timeout=120000)
+            text = heading.inner_text()
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(shot), full_page=True)
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert len(text.split()) >= 3
+    assert shot.stat().st_size > 10_000

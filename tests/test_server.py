@@ -1,0 +1,98 @@
+"""The HTTP API against a real uvicorn server on loopback, with the shipped model."""
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+from PIL import Image
+
+from captioner.checkpoint import DEFAULT_MODEL
+
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "captioner", "serve", "--port", str(port), "--max-upload-mb", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(base + "/health", timeout=1)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stdout.read().decode())
+            time.sleep(0.5)
+    yield base
+    proc.terminate()
+    proc.wait(10)
+
+
+def post(url, files, timeout=60):
+    """multipart/form-data POST with the standard library; files = [(field, filename, bytes)]."""
+    boundary = uuid.uuid4().hex
+    body = b""
+    for field, name, data in files:
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{name}\"\r\n"
+                 f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def jpeg(size=(120, 90), colour=(200, 120, 40)):
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_health_and_openapi(server):
+    h = json.loads(urllib.request.urlopen(server + "/health").read())
+    assert h["status"] == "ok" and h["vocabulary"] > 100
+    spec = json.loads(urllib.request.urlopen(server + "/openapi.json").read())
+    assert "/caption" in spec["paths"] and "/caption/batch" in spec["paths"]
+
+
+def test_caption_with_beams(server):
+    status, body = post(server + "/caption?beam_size=3&n_best=3", [("image", "a.jpg", jpeg())])
+    assert status == 200, body
+    assert body["caption"] and len(body["beams"]) == 3
+    assert body["beams"][0]["caption"] == body["caption"]
+
+
+def test_bad_uploads_are_4xx_json_and_server_stays_up(server):
+    assert post(server + "/caption", [("image", "t.jpg", b"hello")]) [0] == 400
+    assert post(server + "/caption", [("image", "e.jpg", b"")])[0] == 400
+    assert post(server + "/caption", [("image", "c.jpg", jpeg()[:300])])[0] == 400
+    status, body = post(server + "/caption", [("image", "big.jpg", b"\xff" * (2 * 2**20))])
+    assert status == 413 and "too large" in body["detail"]
+    assert post(server + "/caption", [("wrong", "a.jpg", jpeg())])[0] == 422
+    assert post(server + "/caption?beam_size=99", [("image", "a.jpg", jpeg())])[0] == 422
+    assert post(server + "/caption", [("image", "a.jpg", jpeg())])[0] == 200
+
+
+def test_batch_reports_each_image(server):
+    status, body = post(server + "/caption/batch", [("images", "a.jpg", jpeg()), ("images", "b.txt", b"text"),
+                                                    ("images", "c.png", jpeg(colour=(10, 10, 200)))])
+    assert status == 200
+    r = body["results"]
+    assert [x["filename"] for x in r] == ["a.jpg", "b.txt", "c.png"]
+    assert "caption" in r[0] and "error" in r[1] and "caption" in r[2]
