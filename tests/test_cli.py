@@ -81,3 +81,18 @@ def test_python_api_on_pil_paths_and_batches():
     assert one.attention is not None and one.attention.shape[0] == len(one.words)
     with pytest.raises(captioner.ImageError, match="no such file"):
         model.caption(SHARED / "nope.jpg")
+
+
+def test_every_kind_of_file_in_one_batch(tmp_path):
+    """Odd formats are captioned, bad files get an error object each, the batch goes on, exit 1."""
+    from test_images import make_zoo
+
+    expect = make_zoo(tmp_path / "zoo")
+    paths = [str(tmp_path / "zoo" / n) for n in sorted(expect)]
+    r = run("caption", *paths, "--format", "jsonl")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    rows = {json.loads(line)["image"]: json.loads(line) for line in r.stdout.splitlines()}
+    assert set(rows) == set(paths)
+    for p in paths:
+        good = expect[p.split("/")[-1]]
+        assert ("caption" in rows[p]) == good and ("error" in rows[p]) == (not good), rows[p]

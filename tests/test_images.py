@@ -69,3 +69,65 @@ def test_expand_inputs(tmp_path):
     assert expand_inputs([str(tmp_path)]) == [str(tmp_path / "a.PNG"), str(tmp_path / "b.jpg")]
     assert expand_inputs([str(tmp_path / "*.jpg")]) == [str(tmp_path / "b.jpg")]
     assert expand_inputs([str(tmp_path / "*.gif")]) == [str(tmp_path / "*.gif")]  # reported later as missing
+
+
+def make_zoo(folder):
+    """Every kind of file users send: -> {filename: True if it must caption, False if it must fail}."""
+    from PIL import PngImagePlugin  # noqa: F401
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ok = {}
+    Image.new("RGBA", (50, 40), (0, 128, 0, 128)).save(folder / "alpha.png"); ok["alpha.png"] = True
+    Image.new("P", (50, 40), 3).save(folder / "palette.png"); ok["palette.png"] = True
+    Image.new("I;16", (50, 40), 3000).save(folder / "sixteen.png"); ok["sixteen.png"] = True
+    Image.new("L", (50, 40), 90).save(folder / "gray.jpg"); ok["gray.jpg"] = True
+    Image.new("CMYK", (50, 40), (10, 200, 30, 0)).save(folder / "cmyk.jpg"); ok["cmyk.jpg"] = True
+    Image.new("RGB", (50, 40), (9, 9, 200)).save(folder / "pic.bmp"); ok["pic.bmp"] = True
+    Image.new("RGB", (50, 40), (9, 9, 200)).save(folder / "pic.webp"); ok["pic.webp"] = True
+    frames = [Image.new("RGB", (30, 30), c) for c in ((255, 0, 0), (0, 255, 0))]
+    frames[0].save(folder / "anim.webp", save_all=True, append_images=frames[1:]); ok["anim.webp"] = True
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:]); ok["anim.gif"] = True
+    Image.new("RGB", (1, 1), (255, 255, 255)).save(folder / "one.png"); ok["one.png"] = True
+    Image.new("RGB", (4000, 3), (20, 20, 20)).save(folder / "wide.png"); ok["wide.png"] = True
+    Image.new("RGB", (20, 20)).save(folder / "Ünïcødé 写真.JPG"); ok["Ünïcødé 写真.JPG"] = True
+    Image.new("RGB", (20, 20)).save(folder / "noextension", format="PNG"); ok["noextension"] = True
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    Image.new("RGB", (60, 20)).save(folder / "rotated.jpg", exif=exif.tobytes()); ok["rotated.jpg"] = True
+    (folder / "zero.jpg").write_bytes(b""); ok["zero.jpg"] = False
+    (folder / "text.jpg").write_text("I am not a picture"); ok["text.jpg"] = False
+    (folder / "random.png").write_bytes(bytes(range(256)) * 40); ok["random.png"] = False
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 300), (1, 2, 3)).save(buf, "JPEG")
+    (folder / "truncated.jpg").write_bytes(buf.getvalue()[:400]); ok["truncated.jpg"] = False
+    # a PNG header that claims 100000 x 100000 pixels (10 gigapixels) and holds almost nothing
+    import struct
+    import zlib
+    ihdr = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
+    (folder / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    ok["bomb.png"] = False
+    (folder / "a_folder.jpg").mkdir(); ok["a_folder.jpg"] = False
+    return ok
+
+
+def test_zoo(tmp_path):
+    for name, good in make_zoo(tmp_path / "zoo").items():
+        p = tmp_path / "zoo" / name
+        if good:
+            img = open_image(p)
+            assert img.mode == "RGB" and min(img.size) >= 1, name
+        else:
+            with pytest.raises(ImageError) as e:
+                open_image(p)
+            assert name in str(e.value) and "\n" not in str(e.value), name
+    assert open_image(tmp_path / "zoo" / "rotated.jpg").size == (20, 60)   # EXIF orientation 8 applied
+    assert "too large" in _err(tmp_path / "zoo" / "bomb.png")
+
+
+def _err(p):
+    try:
+        open_image(p)
+    except ImageError as e:
+        return str(e)
+    return ""

@@ -28,7 +28,8 @@ def _caption(args) -> int:
     many = len(paths) > 1
     if args.attention_dir:
         Path(args.attention_dir).mkdir(parents=True, exist_ok=True)
-    for path, res in cap.caption_paths(paths, args.batch_size, args.workers, n_best=args.n_best):
+    workers = min(args.workers, len(paths) - 1)  # a worker process only pays off for several images
+    for path, res in cap.caption_paths(paths, args.batch_size, workers, n_best=args.n_best):
         if isinstance(res, str):
             failed += 1
             if args.format == "jsonl":

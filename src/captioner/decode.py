@@ -66,7 +66,6 @@ def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None
             a = alpha.view(B, K, 1, -1)
             alphas = a if alphas is None else torch.cat(
                 [alphas.gather(1, origin.view(B, K, 1, 1).expand_as(alphas)), a], 2)
-        alphas = alphas[:, :, :tokens.size(2)] if alphas is not None else None
         done = prev_done | (word == end)
         words = word.view(-1)
         if bool(done.all()):

@@ -29,14 +29,17 @@ def diversity(cands: list[list[str]], train_captions: set[tuple]) -> dict:
 
 def evaluate(captioner: Captioner, data: str, split: str = "test", beam_size: int = 3,
              image_dir: str | None = None, batch_size: int = 32, workers: int = 1, with_meteor: bool = True,
-             layout: str | None = None):
-    """-> (scores dict, {image name: caption}). With ``image_dir``, only the split's images found
-    there are used (for example the full-size originals)."""
+             layout: str | None = None, names_from: str | None = None):
+    """-> (scores dict, {image name: caption}). With ``image_dir``, the split's images are read from
+    that folder and only those found there are used (for example the full-size originals); with
+    ``names_from``, only the split's images that also exist in that folder are used (to score the
+    224-px copies of exactly the same images)."""
     ds = load_dataset(data, layout)
     names = ds.images(split)
     folder = Path(image_dir) if image_dir else ds.image_dir
-    if image_dir:
-        names = [n for n in names if (folder / n).is_file()]
+    for restrict in (image_dir, names_from):
+        if restrict:
+            names = [n for n in names if (Path(restrict) / n).is_file()]
     if not names:
         raise SystemExit(f"no {split} images found in {folder}")
     refs = ds.references(split)
@@ -66,6 +69,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--beam-size", type=int, default=3, help="beam size (1 = greedy)")
     ap.add_argument("--length-penalty", type=float, default=0.7, help="beam score = logP / length**this")
     ap.add_argument("--image-dir", default=None, help="read the split's images from this folder instead")
+    ap.add_argument("--names-from", default=None, help="use only the split's images that also exist in this folder")
     ap.add_argument("--batch-size", type=int, default=32, help="images per batch")
     ap.add_argument("--workers", type=int, default=1, help="image decoding worker processes")
     ap.add_argument("--no-meteor", action="store_true", help="skip METEOR even where Java is installed")
@@ -75,7 +79,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 def main(args) -> int:
     cap = Captioner(args.model, beam_size=args.beam_size, length_penalty=args.length_penalty)
     scores, captions = evaluate(cap, args.data, args.split, args.beam_size, args.image_dir, args.batch_size,
-                                args.workers, not args.no_meteor, args.layout)
+                                args.workers, not args.no_meteor, args.layout, args.names_from)
     for k, v in scores.items():
         print(f"{k:>15}: {v:.4f}" if isinstance(v, float) else f"{k:>15}: {v}")
     if args.out:
