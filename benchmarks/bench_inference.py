@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from captioner import Captioner
-from captioner.decode import generate
+from captioner.decode import DEFAULT_LENGTH_PENALTY, generate
 from captioner.images import open_image
 
 
@@ -126,10 +126,10 @@ def main():
     with torch.inference_mode():
         feats = cap.model.encode(x[:args.seed_n].contiguous(memory_format=torch.channels_last))
     for k in (1, 3):
-        t_ours = timed(lambda: generate(cap.model, feats, k, length_penalty=0.7), 3)
-        ours = [h[0].tokens for h in generate(cap.model, feats, k, length_penalty=0.7)]
-        t_seed = timed(lambda: seed_decode(cap.model, feats, k, cap.model.cfg.max_len, 0.7), 1)
-        seed = seed_decode(cap.model, feats, k, cap.model.cfg.max_len, 0.7)
+        t_ours = timed(lambda: generate(cap.model, feats, k, length_penalty=DEFAULT_LENGTH_PENALTY), 3)
+        ours = [h[0].tokens for h in generate(cap.model, feats, k, length_penalty=DEFAULT_LENGTH_PENALTY)]
+        t_seed = timed(lambda: seed_decode(cap.model, feats, k, cap.model.cfg.max_len, DEFAULT_LENGTH_PENALTY), 1)
+        seed = seed_decode(cap.model, feats, k, cap.model.cfg.max_len, DEFAULT_LENGTH_PENALTY)
         same = sum(a == b for a, b in zip(ours, seed))
         print(f"beam {k}: product {t_ours * 1000:.0f} ms, seed method {t_seed * 1000:.0f} ms, speed-up "
               f"{t_seed / t_ours:.1f}x (target >= 10x); identical captions {same}/{len(ours)}")

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import checkpoint
-from .decode import generate
+from .decode import DEFAULT_LENGTH_PENALTY, generate
 from .images import ImageError, open_image
 
 
@@ -59,7 +59,7 @@ def _collate(batch):
 class Captioner:
     """A loaded model with its preprocessing and vocabulary."""
 
-    def __init__(self, path=None, device: str = "cpu", beam_size: int = 3, length_penalty: float = 0.7,
+    def __init__(self, path=None, device: str = "cpu", beam_size: int = 3, length_penalty: float = DEFAULT_LENGTH_PENALTY,
                  encoder_weights: str | None = None):
         self.model, self.vocab, self.meta = checkpoint.load_model(path, device, encoder_weights)
         self.model.encoder.to(memory_format=torch.channels_last)

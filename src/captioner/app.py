@@ -28,7 +28,7 @@ def parse_args(argv):
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=os.environ.get("CAPTIONER_MODEL") or None)
     ap.add_argument("--examples", default=os.environ.get("CAPTIONER_EXAMPLES") or None)
-    return ap.parse_args(argv)
+    return ap.parse_known_args(argv)[0]  # tolerate foreign arguments (AppTest runs inside pytest)
 
 
 @st.cache_resource(show_spinner="Loading the captioning model…")

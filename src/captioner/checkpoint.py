@@ -53,6 +53,9 @@ def atomic_save(tensors: dict, path: str | Path, metadata: dict) -> None:
         save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file, readable like any other the user writes
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from .decode import DEFAULT_LENGTH_PENALTY
+
 
 def _caption(args) -> int:
     from .api import Captioner
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders of images, or glob patterns")
     p.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
     p.add_argument("--beam-size", type=int, default=3, help="beam size (1 = greedy)")
-    p.add_argument("--length-penalty", type=float, default=0.7, help="beam score = logP / length**this")
+    p.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY, help="beam score = logP / length**this")
     p.add_argument("--n-best", type=int, default=1, help="also show this many top beams with their scores")
     p.add_argument("--format", choices=["text", "jsonl"], default="text",
                    help="text, or one JSON object per line with image and caption (or error)")

@@ -2,7 +2,7 @@
 
 Every image of a batch carries ``beam_size`` rows through ``decoder.step()``; finished
 beams keep their score and only emit <end>.  Hypotheses are ranked by
-``log P / length ** length_penalty`` (0 = raw log-probability, 1 = mean per word).
+``log P / length ** length_penalty`` (0 = raw log-probability, 1 = mean per word, the default).
 The attention weights of each kept word are returned for plotting.
 """
 from __future__ import annotations
@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+# chosen on the dev split (0.7 / 1.0 / 1.5 -> dev CIDEr-D 0.515 / 0.517 / 0.512; README)
+DEFAULT_LENGTH_PENALTY = 1.0
 
 
 @dataclass
@@ -22,7 +25,7 @@ class Hypothesis:
 
 @torch.inference_mode()
 def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None = None,
-             length_penalty: float = 0.7, n_best: int = 1) -> list[list[Hypothesis]]:
+             length_penalty: float = DEFAULT_LENGTH_PENALTY, n_best: int = 1) -> list[list[Hypothesis]]:
     """feats [B, L, D] (``model.encode(images)``) -> for each image its ``n_best`` hypotheses."""
     dec, vocab_size = model.decoder, model.cfg.vocab_size
     max_len = max_len or model.cfg.max_len

@@ -68,6 +68,7 @@ class Encoder(nn.Module):
         self.blocks = blocks  # references into trunk, not registered twice
         self.out_channels = out_channels
         self.preprocess = preprocess
+        self.update_bn_stats = False
         self.set_trainable(0)
         self.eval()  # a frozen feature extractor unless training asks otherwise
 
@@ -95,6 +96,12 @@ class Encoder(nn.Module):
         if mode:
             for block in self.blocks[len(self.blocks) - self.n_trainable:]:
                 block.train(True)
+                if not self.update_bn_stats:
+                    # small fine-tuning batches give noisy statistics: keep ImageNet's, learn only
+                    # the affine parameters
+                    for m in block.modules():
+                        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                            m.eval()
         self.training = mode
         return self
 
@@ -221,6 +228,7 @@ def _vgg16(pretrained: bool, weights_path: str | None, image_size: int) -> Encod
     return Encoder("vgg16", trunk, list(trunk.stages), 512, Preprocess(image_size))
 
 
+CHANNELS = {"efficientnet_lite2": 1280, "resnet50": 2048, "vgg16": 512}  # depth of each encoder's grid
 ENCODERS = {"efficientnet_lite2": _efficientnet_lite2, "resnet50": _resnet50, "vgg16": _vgg16}
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .api import Captioner
 from .data import load_dataset, tokenize
+from .decode import DEFAULT_LENGTH_PENALTY
 from .metrics import score_all
 
 
@@ -67,7 +68,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--layout", default=None, choices=["kaggle", "original", "karpathy"], help="force a dataset layout")
     ap.add_argument("--split", default="test", choices=["train", "dev", "test"], help="split to evaluate")
     ap.add_argument("--beam-size", type=int, default=3, help="beam size (1 = greedy)")
-    ap.add_argument("--length-penalty", type=float, default=0.7, help="beam score = logP / length**this")
+    ap.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY, help="beam score = logP / length**this")
     ap.add_argument("--image-dir", default=None, help="read the split's images from this folder instead")
     ap.add_argument("--names-from", default=None, help="use only the split's images that also exist in this folder")
     ap.add_argument("--batch-size", type=int, default=32, help="images per batch")

@@ -31,7 +31,7 @@ def open_image(source, name: str | None = None) -> Image.Image:
             if not p.exists():
                 raise ImageError(f"{name}: no such file")
             if p.is_dir():
-                raise ImageError(f"{name}: is a directory, not an image")
+                raise ImageError(f"{name}: is a directory with no images in it")
             if p.stat().st_size == 0:
                 raise ImageError(f"{name}: empty file")
         try:
@@ -77,8 +77,8 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            out.extend(sorted(str(f) for f in p.iterdir()
-                              if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+            found = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            out.extend(found or [item])  # an empty folder is reported, not skipped silently
         elif not p.exists() and any(c in item for c in "*?["):
             matches = sorted(glob.glob(item, recursive=True))
             out.extend(matches if matches else [item])

@@ -44,6 +44,16 @@ class LimitUploadSize:
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            # read (and drop) the body before answering, up to a cap: a client still sending when
+            # the connection closes would see a reset instead of the 413
+            drained = 0
+            while drained <= 8 * self.max_bytes:
+                msg = await receive()
+                if msg["type"] != "http.request":
+                    break
+                drained += len(msg.get("body", b""))
+                if not msg.get("more_body"):
+                    break
             return await self._reject(send)
         received, started = 0, False
 

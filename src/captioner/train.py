@@ -27,8 +27,9 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .data import load_dataset, tokenize
-from .decode import generate
+from .decode import DEFAULT_LENGTH_PENALTY, generate
 from .features import ImageFiles, extract_features, load_features, save_features
+from .encoders import CHANNELS
 from .metrics import score_all
 from .model import CaptionModel, ModelConfig
 from .plots import plot_history
@@ -79,7 +80,7 @@ def train_one_epoch(model, batches, optimizer, params, label_smoothing=0.0, att_
 
 
 @torch.inference_mode()
-def caption_features(model, feats: torch.Tensor, vocab: Vocab, beam_size=3, length_penalty=0.7,
+def caption_features(model, feats: torch.Tensor, vocab: Vocab, beam_size=3, length_penalty=DEFAULT_LENGTH_PENALTY,
                      batch_size=100) -> list[list[str]]:
     model.eval()
     out = []
@@ -89,7 +90,7 @@ def caption_features(model, feats: torch.Tensor, vocab: Vocab, beam_size=3, leng
     return out
 
 
-def evaluate(model, feats, names, refs: dict, vocab, beam_size=3, length_penalty=0.7, with_meteor=False):
+def evaluate(model, feats, names, refs: dict, vocab, beam_size=3, length_penalty=DEFAULT_LENGTH_PENALTY, with_meteor=False):
     """Free-running decoding of ``feats`` (rows in ``names`` order) scored against ``refs``."""
     cands = caption_features(model, feats, vocab, beam_size, length_penalty)
     scores = score_all(cands, [refs[n] for n in names], with_meteor=with_meteor)
@@ -136,18 +137,26 @@ def main(args):
         train_names, dev_names = train_names[:args.limit], dev_names[:max(args.limit // 5, 2)]
 
     vocab_path = out / "vocab.json"
-    if args.resume and vocab_path.is_file():
-        vocab = Vocab.load(vocab_path)
-    else:
-        vocab = Vocab.build((tokenize(c) for n in train_names for c in ds.captions[n]), args.min_count)
+    if args.init:  # start from a trained checkpoint (e.g. fine-tune a frozen-stage model)
+        model, vocab, _ = checkpoint.load_model(args.init, encoder_weights=args.encoder_weights)
+        cfg = model.cfg
+        if (cfg.encoder, cfg.image_size) != (args.encoder, args.image_size):
+            raise SystemExit(f"--init {args.init}: its encoder {cfg.encoder}@{cfg.image_size} differs from "
+                             f"--encoder {args.encoder} --image-size {args.image_size}")
         vocab.save(vocab_path)
-    print(f"vocabulary: {len(vocab)} words (min count {args.min_count})")
-
-    cfg = ModelConfig(vocab_size=len(vocab), decoder=args.decoder, encoder=args.encoder,
-                      image_size=args.image_size, embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,
-                      attention_dim=args.attention_dim, dropout=args.dropout, max_len=args.max_len)
-    model = CaptionModel(cfg, encoder_weights=args.encoder_weights)
-    cfg.feature_dim = model.encoder.out_channels
+    else:
+        if args.resume and vocab_path.is_file():
+            vocab = Vocab.load(vocab_path)
+        else:
+            vocab = Vocab.build((tokenize(c) for n in train_names for c in ds.captions[n]), args.min_count)
+            vocab.save(vocab_path)
+        cfg = ModelConfig(vocab_size=len(vocab), decoder=args.decoder, encoder=args.encoder,
+                          image_size=args.image_size, feature_dim=CHANNELS[args.encoder],
+                          embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,
+                          attention_dim=args.attention_dim, dropout=args.dropout, max_len=args.max_len)
+        model = CaptionModel(cfg, encoder_weights=args.encoder_weights)
+    print(f"vocabulary: {len(vocab)} words")
+    model.encoder.update_bn_stats = args.finetune_bn_stats
     index, feats = get_features(args, ds, model.encoder)
     dev_refs = ds.references("dev")
     pairs = encode_split(ds, train_names, vocab, args.max_len)
@@ -310,12 +319,15 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--finetune-lr", type=float, default=1e-4, help="encoder learning rate when fine-tuning")
     ap.add_argument("--finetune-decoder-lr-scale", type=float, default=0.25,
                     help="decoder learning rate factor while fine-tuning")
+    ap.add_argument("--finetune-bn-stats", action="store_true",
+                    help="update batch-norm running statistics when fine-tuning (default: keep ImageNet's)")
     ap.add_argument("--finetune-batch-size", type=int, default=32, help="images per batch when fine-tuning")
     ap.add_argument("--eval-beam", type=int, default=3, help="beam size of the dev-split evaluation")
-    ap.add_argument("--length-penalty", type=float, default=0.7, help="beam score = logP / length**this")
+    ap.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY, help="beam score = logP / length**this")
     ap.add_argument("--feature-cache", default=None, help="feature cache file (default: ~/.cache/captioner/...)")
     ap.add_argument("--workers", type=int, default=1, help="image decoding worker processes")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
     ap.add_argument("--limit", type=int, default=0, help="use only this many training images (quick runs)")
     ap.add_argument("--seed", type=int, default=0, help="random seed")
+    ap.add_argument("--init", default=None, help="start from this trained checkpoint (its config and vocabulary)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/train_state.safetensors")
