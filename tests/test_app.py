@@ -36,9 +36,9 @@ def test_app_captions_an_example_and_survives_a_bad_file(examples):
     assert not at.exception
     caption = at.subheader[0].value
     assert len(caption.split()) >= 3
-    words = at.radio[0].options
+    words = at.select_slider[0].options
     assert len(words) == len(caption.rstrip(".").split())          # one attention map per word
-    at.radio[0].set_value(1).run()
+    at.select_slider[0].set_value(1).run()
     assert not at.exception
     at.selectbox(key="example").set_value("broken.jpg").run()
     assert not at.exception and "not an image" in at.error[0].value

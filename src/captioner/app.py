@@ -65,8 +65,9 @@ def show_result(key: str, name: str, img, result, seconds: float, show_attention
             st.table([{"caption": t, "score": round(s, 3)} for t, s in result.beams])
     with left:
         if show_attention and result.attention is not None and result.words:
-            word_i = st.radio("Where the model looked for each word", range(len(result.words)),
-                              format_func=lambda i: result.words[i], horizontal=True, key=f"word-{key}")
+            # a slider over word positions: repeated words ("a ... a") stay distinct choices
+            word_i = st.select_slider("Where the model looked for each word", options=list(range(len(result.words))),
+                                      value=0, format_func=lambda i: result.words[i], key=f"word-{key}")
             st.image(attention_overlay(img, result.attention[word_i]), width="stretch",
                      caption=f"attention for “{result.words[word_i]}”")
             with st.expander("All words"):
