@@ -316,8 +316,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--patience", type=int, default=3, help="early stop after this many epochs without dev gain")
     ap.add_argument("--finetune-epochs", type=int, default=2, help="epochs of end-to-end fine-tuning after stage 1")
     ap.add_argument("--finetune-blocks", type=int, default=3, help="encoder stages unfrozen when fine-tuning")
-    ap.add_argument("--finetune-lr", type=float, default=1e-4, help="encoder learning rate when fine-tuning")
-    ap.add_argument("--finetune-decoder-lr-scale", type=float, default=0.25,
+    ap.add_argument("--finetune-lr", type=float, default=2e-5, help="encoder learning rate when fine-tuning")
+    ap.add_argument("--finetune-decoder-lr-scale", type=float, default=0.1,
                     help="decoder learning rate factor while fine-tuning")
     ap.add_argument("--finetune-bn-stats", action="store_true",
                     help="update batch-norm running statistics when fine-tuning (default: keep ImageNet's)")
