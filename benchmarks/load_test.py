@@ -120,7 +120,8 @@ def main():
         lat = [t * 1000 for _, t in rows]
         print(f"| {kind} | {len(rows)} | {sorted({str(c) for c, _ in rows})} | {statistics.median(lat):.0f} | "
               f"{max(lat):.0f} |")
-    print(f"server memory (RSS MB): start {mem[0]:.0f}, peak {max(mem):.0f}, end {mem[-1]:.0f}")
+    print(f"server memory (RSS MB): start {mem[0]:.0f}, peak {max(mem):.0f}, end {mem[-1]:.0f}; through the run "
+          f"(every 2 s): {' '.join(f'{m:.0f}' for m in mem)}")
     fivexx = sum(v for k, v in codes.items() if k.startswith("5"))
     dropped = sum(v for k, v in codes.items() if k.startswith("dropped"))
     print(f"5xx: {fivexx}, dropped: {dropped}, server alive after: {alive}")

@@ -20,6 +20,7 @@ from captioner.api import Captioner
 from captioner.images import IMAGE_SUFFIXES, ImageError, open_image
 from captioner.plots import attention_overlay
 
+BUNDLED_EXAMPLES = Path(__file__).parent / "examples"  # public-domain / CC0 photos, see LICENSES.txt
 UPLOAD_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
 MAX_UPLOAD_BYTES = 20 * 2**20
 
@@ -108,9 +109,10 @@ def main(argv=None):
             if shot is not None:
                 inputs.append(("camera.jpg", shot.getvalue()))
     with tab_ex:
-        examples = example_images(args.examples)
+        folder = args.examples or str(BUNDLED_EXAMPLES)
+        examples = example_images(folder)
         if not examples:
-            st.info("No example folder configured (start with --examples DIR).")
+            st.info(f"No example photos in {folder}.")
         else:
             picked = st.selectbox("Example photo", ["—"] + [p.name for p in examples], key="example")
             cols = st.columns(6)
@@ -122,7 +124,7 @@ def main(argv=None):
                 except ImageError as e:
                     cols[i % 6].warning(str(e))
             if picked != "—":
-                inputs.append((picked, (Path(args.examples) / picked).read_bytes()))
+                inputs.append((picked, (Path(folder) / picked).read_bytes()))
 
     if not inputs:
         st.info("Upload a photo, take one, or pick an example to get a caption.")
