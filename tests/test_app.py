@@ -87,3 +87,25 @@ def test_browser_upload_shows_a_caption(tmp_path):
         proc.wait(10)
     assert len(text.split()) >= 3
     assert shot.stat().st_size > 10_000
+
+
+def test_app_survives_every_kind_of_file(tmp_path, monkeypatch):
+    """The image zoo through the app: odd-but-valid files get a caption, bad ones a message, and the
+    app keeps working after each."""
+    from streamlit.testing.v1 import AppTest
+
+    from test_images import make_zoo
+
+    expect = make_zoo(tmp_path / "zoo")
+    monkeypatch.setenv("CAPTIONER_EXAMPLES", str(tmp_path / "zoo"))
+    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    assert not at.exception
+    names = [n for n in at.selectbox(key="example").options if n != "—"]
+    assert len(names) == len(expect) - 2  # all but the folder and the file without an extension
+    for name in names:
+        at.selectbox(key="example").set_value(name).run()
+        assert not at.exception, name
+        if expect[name]:
+            assert at.subheader and not at.error, name
+        else:
+            assert at.error and name in at.error[0].value, name

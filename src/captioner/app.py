@@ -37,10 +37,10 @@ def get_captioner(path: str | None) -> Captioner:
     return Captioner(path)
 
 
-def example_images(folder: str | None, limit: int = 12) -> list[Path]:
+def example_images(folder: str | None, limit: int = 24) -> list[Path]:
     if not folder or not Path(folder).is_dir():
         return []
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     return files[:limit]
 
 
