@@ -20,12 +20,7 @@ from captioner.model import CaptionModel, ModelConfig
 from captioner.train import encode_split, finetune_loader, length_bucketed_batches, pad
 from captioner.vocab import Vocab
 
-
-def peak_rss_mb() -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from bench_inference import peak_rss_mb  # the script's own folder is on sys.path
 
 
 def main():
