@@ -59,7 +59,7 @@ def open_image(source, name: str | None = None) -> Image.Image:
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)
-    if img.mode == "I;16" or img.mode.startswith("I;16") or img.mode == "I":
+    if img.mode.startswith("I"):  # 32-bit and 16-bit integer modes ("I", "I;16", "I;16B", ...)
         img = img.point(lambda v: v / 256).convert("L")
     if img.mode != "RGB":
         img = img.convert("RGB")
