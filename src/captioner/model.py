@@ -9,7 +9,8 @@ Decoders
     LSTM once at the start, then only words; no attention.
 
 ``step(words, state, memory)`` advances every row of a batch by one word and returns
-logits, the new state and the attention weights.  Teacher forcing, greedy and beam search
+logits, the new state and the attention weights.  Memory (the image grid and its projected
+keys) is kept once per image; rows are image-major groups of K (beams or samples).  Teacher forcing, greedy and beam search
 (``decode.py``) all call it, so there is one code path for training and inference.
 """
 from __future__ import annotations
@@ -71,11 +72,18 @@ class AttentionDecoder(nn.Module):
         return (h, c), memory
 
     def step(self, words, state, memory):
-        feats, keys = memory
-        h, c = state
-        e = self.att_out(torch.tanh(keys + self.hid_att(h).unsqueeze(1))).squeeze(2)
-        alpha = e.softmax(1)                                  # [B, L]
-        context = (alpha.unsqueeze(2) * feats).sum(1)          # [B, D]
+        """``memory`` holds one entry per image, ``state`` and ``words`` one row per caption; the
+        rows are image-major groups of equal size (beams or samples of one image), so beams
+        share their image's memory instead of each holding a copy of it."""
+        feats, keys = memory                                   # [B, L, D], [B, L, A]
+        h, c = state                                           # [B*K, H]
+        B, L = keys.shape[:2]
+        K = h.size(0) // B
+        q = self.hid_att(h).view(B, K, 1, -1)
+        e = self.att_out(torch.tanh(keys.unsqueeze(1) + q)).view(B * K, L)
+        alpha = e.softmax(1)                                   # [B*K, L]
+        # a batched matrix product, not (alpha * feats).sum(): no [B, K, L, D] temporary per word
+        context = torch.bmm(alpha.view(B, K, L), feats).view(B * K, -1)
         context = torch.sigmoid(self.gate(h)) * context
         h, c = self.lstm(torch.cat([self.embed(words), context], 1), (h, c))
         return self.out(self.drop(h)), (h, c), alpha
