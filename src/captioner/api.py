@@ -16,8 +16,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import checkpoint
-from .decode import DEFAULT_LENGTH_PENALTY, generate
+from .decode import DEFAULT_LENGTH_PENALTY, DEFAULT_NO_REPEAT_NGRAM, generate
 from .images import ImageError, open_image
+from .runtime import bf16_matmuls, make_encoder, resolve_precision
 
 
 @dataclass
@@ -60,11 +61,17 @@ class Captioner:
     """A loaded model with its preprocessing and vocabulary."""
 
     def __init__(self, path=None, device: str = "cpu", beam_size: int = 3, length_penalty: float = DEFAULT_LENGTH_PENALTY,
-                 encoder_weights: str | None = None):
-        self.model, self.vocab, self.meta = checkpoint.load_model(path, device, encoder_weights)
-        self.model.encoder.to(memory_format=torch.channels_last)
+                 encoder_weights: str | None = None, backend: str = "auto", precision: str = "auto",
+                 no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM):
         self.device = torch.device(device)
-        self.beam_size, self.length_penalty = beam_size, length_penalty
+        self.model, self.vocab, self.meta = checkpoint.load_model(path, self.device, encoder_weights)
+        # back-end and precision chosen once, here (runtime.py); the model code follows x.device/dtype
+        self.encode_images = make_encoder(self.model.encoder, backend, self.device)
+        self.backend = self.encode_images.name
+        self.precision = resolve_precision(precision, self.device)
+        if self.precision == "bf16":
+            bf16_matmuls(self.model.decoder)
+        self.beam_size, self.length_penalty, self.no_repeat_ngram = beam_size, length_penalty, no_repeat_ngram
         self.path = Path(path) if path else checkpoint.DEFAULT_MODEL
 
     @property
@@ -75,11 +82,12 @@ class Captioner:
     def caption_tensors(self, x: torch.Tensor, beam_size: int | None = None, n_best: int = 1) -> list[Caption]:
         """Preprocessed images [B, 3, S, S] -> one Caption each."""
         k = beam_size or self.beam_size
-        grid = self.model.encoder(x.to(self.device, memory_format=torch.channels_last))
+        grid = self.encode_images(x).to(self.device)
         side = grid.size(-1)
         feats = grid.flatten(2).transpose(1, 2)
         out = []
-        for hyps in generate(self.model, feats, k, length_penalty=self.length_penalty, n_best=max(n_best, 1)):
+        for hyps in generate(self.model, feats, k, length_penalty=self.length_penalty, n_best=max(n_best, 1),
+                             no_repeat_ngram=self.no_repeat_ngram):
             best = hyps[0]
             words = self.vocab.decode(best.tokens)
             out.append(Caption(" ".join(words), words, best.score,

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import runtime
 from .decode import DEFAULT_LENGTH_PENALTY
 
 
@@ -22,7 +23,8 @@ def _caption(args) -> int:
 
     paths = expand_inputs(args.paths)
     try:
-        cap = Captioner(args.model, beam_size=args.beam_size, length_penalty=args.length_penalty)
+        cap = Captioner(args.model, beam_size=args.beam_size, length_penalty=args.length_penalty,
+                        backend=args.backend, precision=args.precision, no_repeat_ngram=args.no_repeat_ngram)
     except (OSError, ValueError) as e:
         print(f"captioner: error: {e}", file=sys.stderr)
         return 2
@@ -83,7 +85,10 @@ def main(argv=None) -> int:
     p.add_argument("--format", choices=["text", "jsonl"], default="text",
                    help="text, or one JSON object per line with image and caption (or error)")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
-    p.add_argument("--workers", type=int, default=1, help="image decoding worker processes (0: in-process)")
+    # 0 by default: on 2 cores a worker process competes with the encoder and measured slower
+    # (benchmarks/bench_inference.py: 70 vs 56 images/s on 224-px photos, 55 vs 45 on 500-px ones)
+    p.add_argument("--workers", type=int, default=0, help="image decoding worker processes (0: in-process)")
+    runtime.add_arguments(p)
     p.add_argument("--attention-dir", default=None, help="save an attention map PNG per image into this folder")
     p.set_defaults(func=_caption)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .api import Captioner
 from .data import load_dataset, tokenize
+from . import runtime
 from .decode import DEFAULT_LENGTH_PENALTY
 from .metrics import score_all
 
@@ -58,6 +59,8 @@ def evaluate(captioner: Captioner, data: str, split: str = "test", beam_size: in
     train_caps = {tuple(tokenize(c)) for n in ds.images("train") for c in ds.captions[n]}
     scores.update(diversity([results[n] for n in done], train_caps))
     scores.update({"images": len(done), "failed": len(failed), "beam size": beam_size or captioner.beam_size,
+                   "no-repeat n-gram": captioner.no_repeat_ngram, "backend": captioner.backend,
+                   "precision": captioner.precision,
                    "seconds": round(time.time() - t0, 1)})
     return scores, {n: " ".join(results[n]) for n in done}
 
@@ -69,16 +72,18 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--split", default="test", choices=["train", "dev", "test"], help="split to evaluate")
     ap.add_argument("--beam-size", type=int, default=3, help="beam size (1 = greedy)")
     ap.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY, help="beam score = logP / length**this")
+    runtime.add_arguments(ap)
     ap.add_argument("--image-dir", default=None, help="read the split's images from this folder instead")
     ap.add_argument("--names-from", default=None, help="use only the split's images that also exist in this folder")
     ap.add_argument("--batch-size", type=int, default=32, help="images per batch")
-    ap.add_argument("--workers", type=int, default=1, help="image decoding worker processes")
+    ap.add_argument("--workers", type=int, default=0, help="image decoding worker processes (0: in-process)")
     ap.add_argument("--no-meteor", action="store_true", help="skip METEOR even where Java is installed")
     ap.add_argument("--out", default=None, help="write scores and generated captions to this JSON file")
 
 
 def main(args) -> int:
-    cap = Captioner(args.model, beam_size=args.beam_size, length_penalty=args.length_penalty)
+    cap = Captioner(args.model, beam_size=args.beam_size, length_penalty=args.length_penalty,
+                    backend=args.backend, precision=args.precision, no_repeat_ngram=args.no_repeat_ngram)
     scores, captions = evaluate(cap, args.data, args.split, args.beam_size, args.image_dir, args.batch_size,
                                 args.workers, not args.no_meteor, args.layout, args.names_from)
     for k, v in scores.items():

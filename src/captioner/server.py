@@ -115,7 +115,8 @@ def create_app(captioner: Captioner | None = None, model_path: str | None = None
     def health():
         c = get()
         return {"status": "ok", "model": c.path.name, "encoder": c.model.cfg.encoder,
-                "decoder": c.model.cfg.decoder, "vocabulary": len(c.vocab)}
+                "decoder": c.model.cfg.decoder, "vocabulary": len(c.vocab), "backend": c.backend,
+                "precision": c.precision}
 
     @app.post("/caption")
     async def caption(image: UploadFile = File(..., description="the photo (JPEG, PNG, WebP, GIF, BMP, TIFF)"),
