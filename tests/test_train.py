@@ -84,3 +84,46 @@ def test_kill_9_mid_run_then_resume_matches_uninterrupted(tiny_data, tmp_path):
     for a, b in zip(full, resumed):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["dev"] == pytest.approx(b["dev"], rel=1e-5)
+
+
+def test_scst_stage_follows_cross_entropy_and_keeps_the_best(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    history = main(run_args(tiny_data, out, tmp_path / "f.safetensors", epochs=2, finetune_epochs=0,
+                            scst_epochs=2, scst_lr=1e-3, scst_batch_size=4, scst_max_len=8))
+    assert [h["stage"] for h in history] == ["frozen", "frozen", "scst", "scst"]
+    assert all(0.0 <= h["train_reward"] for h in history[2:])
+    assert (out / "best_xe.safetensors").is_file()            # the cross-entropy model, for the ablation
+    assert (out / "features_final_encoder.safetensors").is_file()
+    best = max(h["dev"]["CIDEr-D"] for h in history)
+    _, _, meta = checkpoint.load_model(out / "best.safetensors")
+    assert meta["dev"]["CIDEr-D"] == best
+
+
+def test_sampler_masks_words_after_end_and_rewards_follow_cider():
+    import torch
+
+    from captioner.model import CaptionModel, ModelConfig
+    from captioner.scst import reward_scorer, sample, to_words
+    from captioner.vocab import Vocab
+
+    vocab = Vocab(["<pad>", "<start>", "<end>", "<unk>", "a", "dog", "runs", "cat"])
+    cfg = ModelConfig(vocab_size=len(vocab), encoder="efficientnet_lite2", feature_dim=8, embed_dim=8,
+                      hidden_dim=16, attention_dim=8, max_len=6, dropout=0.0)
+    from captioner.model import AttentionDecoder
+
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.decoder = AttentionDecoder(cfg)
+    tokens, logp, mask = sample(model, torch.randn(3, 4, 8), n_samples=4, max_len=6)
+    assert tokens.shape[0] == 12 and tokens.shape == logp.shape == mask.shape
+    assert torch.isfinite(logp).all()
+    for row, m in zip(tokens.tolist(), mask.tolist()):
+        assert 1 not in row and 3 not in row                  # <start>, <unk> never drawn
+        if 2 in row:                                          # after <end>: padding, not counted
+            e = row.index(2)
+            assert all(t == 0 for t in row[e + 1:]) and m[:e + 1] == [1.0] * (e + 1) and not any(m[e + 1:])
+    logp.sum().backward()                                     # the graph is kept for the policy gradient
+    scorer = reward_scorer([[["a", "dog", "runs"], ["a", "dog"]], [["a", "cat"], ["a", "cat", "runs"]]])
+    good = scorer.score(to_words([4, 5, 6, 2], vocab), 0)
+    assert good > scorer.score(to_words([4, 7, 2], vocab), 0)
+    assert good > scorer.score(to_words([4, 5, 6], vocab), 0)   # no <end>: cut off, lower reward

@@ -67,36 +67,51 @@ def rouge_l(cands, refs, beta: float = 1.2) -> float:
     return sum(scores) / len(scores)
 
 
-def cider_d(cands, refs, n: int = 4, sigma: float = 6.0) -> float:
-    df = defaultdict(float)
-    for rs in refs:
-        for g in set(g for r in rs for k in range(1, n + 1) for g in _ngrams(r, k)):
-            df[g] += 1
-    log_n = math.log(float(len(refs)))
+class CiderD:
+    """CIDEr-D against a fixed list of reference sets: document frequencies and reference
+    vectors are computed once, so scoring many candidates (self-critical training samples
+    thousands per batch) costs only the candidate's own n-grams."""
 
-    def vec(tokens):
-        v = [dict() for _ in range(n)]
-        norm = [0.0] * n
-        for k in range(1, n + 1):
+    def __init__(self, refs: list[list[list[str]]], n: int = 4, sigma: float = 6.0):
+        self.n, self.sigma = n, sigma
+        df = defaultdict(float)
+        for rs in refs:
+            for g in set(g for r in rs for k in range(1, n + 1) for g in _ngrams(r, k)):
+                df[g] += 1
+        self.df = dict(df)
+        self.log_n = math.log(float(len(refs)))
+        self.refs = [[self._vec(r) for r in rs] for rs in refs]
+
+    def _vec(self, tokens):
+        v = [dict() for _ in range(self.n)]
+        norm = [0.0] * self.n
+        for k in range(1, self.n + 1):
             for g, tf in _ngrams(tokens, k).items():
-                w = tf * (log_n - math.log(max(1.0, df[g])))
+                w = tf * (self.log_n - math.log(max(1.0, self.df.get(g, 0.0))))
                 v[k - 1][g] = w
                 norm[k - 1] += w * w
         return v, [math.sqrt(x) for x in norm], len(tokens)
 
-    total = 0.0
-    for cand, rs in zip(cands, refs):
-        vc, nc, lc = vec(cand)
-        score = [0.0] * n
-        for r in rs:
-            vr, nr, lr = vec(r)
-            for k in range(n):
-                val = sum(min(w, vr[k].get(g, 0.0)) * vr[k].get(g, 0.0) for g, w in vc[k].items())
+    def score(self, cand: list[str], i: int) -> float:
+        """CIDEr-D of one candidate against reference set ``i``."""
+        vc, nc, lc = self._vec(cand)
+        rs = self.refs[i]
+        score = [0.0] * self.n
+        for vr, nr, lr in rs:
+            penalty = math.exp(-((lc - lr) ** 2) / (2 * self.sigma ** 2))
+            for k in range(self.n):
+                ref = vr[k]
+                val = sum(min(w, ref.get(g, 0.0)) * ref.get(g, 0.0) for g, w in vc[k].items())
                 if nc[k] and nr[k]:
                     val /= nc[k] * nr[k]
-                score[k] += val * math.exp(-((lc - lr) ** 2) / (2 * sigma ** 2))
-        total += sum(score) / n / len(rs) * 10.0
-    return total / len(cands)
+                score[k] += val * penalty
+        return sum(score) / self.n / len(rs) * 10.0
+
+
+def cider_d(cands, refs, n: int = 4, sigma: float = 6.0) -> float:
+    """Corpus CIDEr-D; document frequencies over the evaluated set's references, as coco-caption."""
+    scorer = CiderD(refs, n, sigma)
+    return sum(scorer.score(c, i) for i, c in enumerate(cands)) / len(cands)
 
 
 def meteor(cands, refs) -> float | None:

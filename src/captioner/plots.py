@@ -17,14 +17,18 @@ def plot_history(history: list[dict], path: str | Path) -> None:
         return
     ep = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    a.plot(ep, [h["train_loss"] for h in history], "o-", label="train loss")
+    xe = [h for h in history if h.get("stage") != "scst"]  # SCST's policy loss is not comparable
+    a.plot([h["epoch"] for h in xe], [h["train_loss"] for h in xe], "o-", label="train loss")
     a.set_xlabel("epoch"), a.set_ylabel("cross-entropy (+ attention penalty)"), a.grid(alpha=0.3)
     for key in ("BLEU-1", "BLEU-4", "CIDEr-D"):
         b.plot(ep, [h["dev"][key] for h in history], "o-", label=f"dev {key}")
-    for h in history:  # mark where end-to-end fine-tuning starts
-        if h.get("stage") == "finetune":
-            a.axvline(h["epoch"] - 0.5, color="grey", ls="--"), b.axvline(h["epoch"] - 0.5, color="grey", ls="--")
-            break
+    sc = [h for h in history if h.get("stage") == "scst"]
+    if sc:
+        b.plot([h["epoch"] for h in sc], [h["train_reward"] for h in sc], "s--", label="train samples CIDEr-D (SCST)")
+    for stage in ("finetune", "scst"):  # mark where fine-tuning and SCST start
+        first = next((h for h in history if h.get("stage") == stage), None)
+        if first:
+            a.axvline(first["epoch"] - 0.5, color="grey", ls="--"), b.axvline(first["epoch"] - 0.5, color="grey", ls="--")
     b.set_xlabel("epoch"), b.set_ylabel("score"), b.grid(alpha=0.3), b.legend()
     for ax in (a, b):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -3,7 +3,9 @@
 Stage 1 (``--epochs``) trains the decoder on encoder features computed once and cached
 (``features.py``), so an epoch costs decoder time only.  Stage 2 (``--finetune-epochs``)
 unfreezes the encoder's top ``--finetune-blocks`` stages and trains everything from pixels
-at a lower learning rate.  After every epoch the model captions the dev split by free
+at a lower learning rate.  Stage 3 (``--scst-epochs``, ``scst.py``, off by default: it did not
+help on Flickr8k, see the README) optimises CIDEr-D directly by self-critical sequence
+training on features of the final encoder.  After every epoch the model captions the dev split by free
 decoding (beam search, no teacher forcing) and is scored; the best dev CIDEr-D is kept as
 ``best.safetensors``.  Test images never reach this file.
 
@@ -28,7 +30,8 @@ from tqdm import tqdm
 from . import checkpoint
 from .data import load_dataset, tokenize
 from .decode import DEFAULT_LENGTH_PENALTY, generate
-from .features import ImageFiles, extract_features, load_features, save_features
+from .features import ImageFiles, extract_features, load_features, save_features, weights_digest
+from .scst import reward_scorer, scst_one_epoch
 from .encoders import CHANNELS
 from .metrics import score_all
 from .model import CaptionModel, ModelConfig
@@ -120,6 +123,23 @@ def get_features(args, ds, encoder):
     return {n: i for i, n in enumerate(names)}, feats
 
 
+def final_encoder_features(model, ds, names, path: Path, workers: int):
+    """Grids of ``names`` from the model's current encoder, cached in the run folder and keyed
+    by a hash of the encoder weights (a fine-tuned encoder is not the pip-shipped one)."""
+    digest = weights_digest(model.encoder)
+    if path.is_file():
+        index, feats, meta = load_features(path)
+        if meta.get("weights") == digest and all(n in index for n in names):
+            print(f"features: {path} {tuple(feats.shape)}")
+            return feats[[index[n] for n in names]]
+    model.eval()
+    feats = extract_features(model.encoder.to(memory_format=torch.channels_last), [ds.image_dir / n for n in names],
+                             batch_size=32, workers=workers)
+    save_features(path, names, feats, {"encoder": model.cfg.encoder, "image_size": model.cfg.image_size,
+                                       "weights": digest})
+    return feats
+
+
 def main(args):
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -137,8 +157,9 @@ def main(args):
         train_names, dev_names = train_names[:args.limit], dev_names[:max(args.limit // 5, 2)]
 
     vocab_path = out / "vocab.json"
+    init_meta = {}
     if args.init:  # start from a trained checkpoint (e.g. fine-tune a frozen-stage model)
-        model, vocab, _ = checkpoint.load_model(args.init, encoder_weights=args.encoder_weights)
+        model, vocab, init_meta = checkpoint.load_model(args.init, encoder_weights=args.encoder_weights)
         cfg = model.cfg
         if (cfg.encoder, cfg.image_size) != (args.encoder, args.image_size):
             raise SystemExit(f"--init {args.init}: its encoder {cfg.encoder}@{cfg.image_size} differs from "
@@ -157,7 +178,8 @@ def main(args):
         model = CaptionModel(cfg, encoder_weights=args.encoder_weights)
     print(f"vocabulary: {len(vocab)} words")
     model.encoder.update_bn_stats = args.finetune_bn_stats
-    index, feats = get_features(args, ds, model.encoder)
+    if args.epochs or args.finetune_epochs:
+        index, feats = get_features(args, ds, model.encoder)
     dev_refs = ds.references("dev")
     pairs = encode_split(ds, train_names, vocab, args.max_len)
     print(f"training captions: {len(pairs)} from {len(train_names)} images; dev images: {len(dev_names)}")
@@ -179,16 +201,22 @@ def main(args):
     elif args.resume:
         print(f"--resume: no {state_path} yet, starting from scratch")
 
-    total_epochs = args.epochs + args.finetune_epochs
+    xe_epochs = args.epochs + args.finetune_epochs
+    total_epochs = xe_epochs + args.scst_epochs
     stale = info["stale"] if history else 0  # epochs since the last dev improvement
+    scst_feats = None
     for epoch in range(start_epoch, total_epochs + 1):
-        finetune = epoch > args.epochs
-        if not finetune and stale >= args.patience:
+        finetune = args.epochs < epoch <= xe_epochs
+        scst = epoch > xe_epochs
+        if not finetune and not scst and stale >= args.patience:
             print(f"early stop: dev CIDEr-D has not improved for {stale} epochs")
             continue
         t0 = time.time()
         # per-epoch step decay, restarted for the fine-tuning stage (its own, lower base rates)
-        if finetune:
+        if scst:
+            for grp in opt.param_groups:
+                grp["lr"] = args.scst_lr
+        elif finetune:
             decay = args.lr_decay ** (epoch - args.epochs - 1)
             for grp in opt.param_groups:
                 grp["lr"] = args.lr * args.finetune_decoder_lr_scale * decay
@@ -197,7 +225,21 @@ def main(args):
         else:
             for grp in opt.param_groups:
                 grp["lr"] = args.lr * args.lr_decay ** (epoch - 1)
-        if not finetune:
+        if scst:
+            if epoch == xe_epochs + 1 and best_path.is_file():  # start from the best cross-entropy model
+                shutil.copyfile(best_path, out / "best_xe.safetensors")  # kept for the ablation
+                m, _, _ = checkpoint.load_model(best_path, encoder_weights=args.encoder_weights)
+                model.load_state_dict(m.state_dict())
+            if scst_feats is None:
+                all_feats = final_encoder_features(model, ds, train_names + dev_names,
+                                                   out / "features_final_encoder.safetensors", args.workers)
+                scst_feats, dev_feats = all_feats[:len(train_names)], all_feats[len(train_names):]
+                scorer = reward_scorer([[tokenize(c)[:args.max_len] for c in ds.captions[n]] for n in train_names])
+            r = scst_one_epoch(model, scst_feats, scorer, vocab, opt, dec_params, args.scst_batch_size,
+                               args.scst_samples, args.scst_max_len, generator=g, desc=f"epoch {epoch} (SCST)",
+                               candidates=args.scst_candidates)
+            loss = r["loss"]
+        elif not finetune:
             lengths = [len(c) for _, c in pairs]
             batches = ((
                 {"feats": feats[[index[pairs[j][0]] for j in b]]}, pad([pairs[j][1] for j in b]))
@@ -222,13 +264,17 @@ def main(args):
             feats = feats.clone()
             for i, n in enumerate(dev_names):
                 feats[index[n]] = new[i]
-        dev_feats = feats[[index[n] for n in dev_names]]
+        if not scst:
+            dev_feats = feats[[index[n] for n in dev_names]]
         scores, _ = evaluate(model, dev_feats, dev_names, dev_refs, vocab, args.eval_beam, args.length_penalty)
-        entry = {"epoch": epoch, "stage": "finetune" if finetune else "frozen", "train_loss": loss,
-                 "dev": scores, "seconds": round(time.time() - t0, 1)}
+        entry = {"epoch": epoch, "stage": "scst" if scst else "finetune" if finetune else "frozen",
+                 "train_loss": loss, "dev": scores, "seconds": round(time.time() - t0, 1)}
+        if scst:
+            entry["train_reward"] = r["reward"]
         history.append(entry)
         print(json.dumps(entry))
-        meta = {"finetuned": finetune or any(h["stage"] == "finetune" for h in history), "epoch": epoch,
+        meta = {"finetuned": finetune or any(h["stage"] == "finetune" for h in history)
+                or bool(init_meta.get("finetuned")), "epoch": epoch,
                 "dev": scores, "args": {k: v for k, v in vars(args).items() if k != "func"}}
         if scores["CIDEr-D"] > best:
             best, stale = scores["CIDEr-D"], 0
@@ -322,6 +368,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--finetune-bn-stats", action="store_true",
                     help="update batch-norm running statistics when fine-tuning (default: keep ImageNet's)")
     ap.add_argument("--finetune-batch-size", type=int, default=32, help="images per batch when fine-tuning")
+    ap.add_argument("--scst-epochs", type=int, default=0, help="epochs of self-critical CIDEr-D training at the end")
+    ap.add_argument("--scst-lr", type=float, default=5e-5, help="decoder learning rate during SCST")
+    ap.add_argument("--scst-samples", type=int, default=5, help="candidate captions per image during SCST")
+    ap.add_argument("--scst-candidates", default="beam", choices=["beam", "sample"],
+                    help="SCST candidates: the beams of a beam search, or multinomial samples")
+    ap.add_argument("--scst-batch-size", type=int, default=32, help="images per batch during SCST")
+    ap.add_argument("--scst-max-len", type=int, default=20, help="longest sampled caption during SCST")
     ap.add_argument("--eval-beam", type=int, default=3, help="beam size of the dev-split evaluation")
     ap.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY, help="beam score = logP / length**this")
     ap.add_argument("--feature-cache", default=None, help="feature cache file (default: ~/.cache/captioner/...)")
