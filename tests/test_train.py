@@ -127,3 +127,12 @@ def test_sampler_masks_words_after_end_and_rewards_follow_cider():
     good = scorer.score(to_words([4, 5, 6, 2], vocab), 0)
     assert good > scorer.score(to_words([4, 7, 2], vocab), 0)
     assert good > scorer.score(to_words([4, 5, 6], vocab), 0)   # no <end>: cut off, lower reward
+
+
+def test_init_from_a_finetuned_model_never_reuses_the_pip_encoders_features(tiny_data, tmp_path, capsys):
+    cache = tmp_path / "f.safetensors"
+    main(run_args(tiny_data, tmp_path / "a", cache, epochs=1, finetune_epochs=1, finetune_blocks=1))
+    capsys.readouterr()
+    main(run_args(tiny_data, tmp_path / "b", cache, epochs=1, finetune_epochs=0,
+                  init=tmp_path / "a" / "last.safetensors"))
+    assert "does not match this run; recomputing" in capsys.readouterr().out

@@ -100,26 +100,31 @@ def evaluate(model, feats, names, refs: dict, vocab, beam_size=3, length_penalty
     return scores, cands
 
 
-def default_cache(args) -> Path:
+def default_cache(args, digest: str = "") -> Path:
     root = Path(args.data).resolve()
     tag = f"{root.name}_{hashlib.sha1(str(root).encode()).hexdigest()[:8]}"  # one cache per dataset folder
-    return Path.home() / ".cache" / "captioner" / f"features_{tag}_{args.encoder}_{args.image_size}.safetensors"
+    suffix = f"_{digest}" if digest else ""  # a fine-tuned encoder's features never overwrite the pip weights'
+    return Path.home() / ".cache" / "captioner" / f"features_{tag}_{args.encoder}_{args.image_size}{suffix}.safetensors"
 
 
-def get_features(args, ds, encoder):
-    """Cached grids for every image of the dataset, computed on first use."""
-    path = Path(args.feature_cache) if args.feature_cache else default_cache(args)
+def get_features(args, ds, encoder, finetuned: bool = False):
+    """Cached grids for every image of the dataset, computed on first use.  ``finetuned``: the
+    encoder comes from a fine-tuned checkpoint (``--init``), so only a cache made by exactly
+    these weights will do."""
+    digest = weights_digest(encoder)
+    path = Path(args.feature_cache) if args.feature_cache else default_cache(args, digest if finetuned else "")
     if path.is_file():
         index, feats, meta = load_features(path)
+        same_weights = meta.get("weights") == digest or ("weights" not in meta and not finetuned)
         if meta.get("encoder") == args.encoder and meta.get("image_size") == args.image_size \
-                and all(n in index for n in ds.images()):
+                and same_weights and all(n in index for n in ds.images()):
             print(f"features: {path} {tuple(feats.shape)}")
             return index, feats
         print(f"features: {path} does not match this run; recomputing")
     names = ds.images()
     feats = extract_features(encoder.to(memory_format=torch.channels_last), [ds.image_dir / n for n in names],
                              batch_size=32, workers=args.workers)
-    save_features(path, names, feats, {"encoder": args.encoder, "image_size": args.image_size})
+    save_features(path, names, feats, {"encoder": args.encoder, "image_size": args.image_size, "weights": digest})
     return {n: i for i, n in enumerate(names)}, feats
 
 
@@ -179,7 +184,7 @@ def main(args):
     print(f"vocabulary: {len(vocab)} words")
     model.encoder.update_bn_stats = args.finetune_bn_stats
     if args.epochs or args.finetune_epochs:
-        index, feats = get_features(args, ds, model.encoder)
+        index, feats = get_features(args, ds, model.encoder, finetuned=bool(init_meta.get("finetuned")))
     dev_refs = ds.references("dev")
     pairs = encode_split(ds, train_names, vocab, args.max_len)
     print(f"training captions: {len(pairs)} from {len(train_names)} images; dev images: {len(dev_names)}")
