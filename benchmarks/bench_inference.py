@@ -1,11 +1,14 @@
 """Inference speed on the machine at hand, as ratios from one run.
 
-  1. batch captioning (beam 3, worker processes decoding images) vs the encoder forward alone
+  1. batch captioning (beam 3, worker processes decoding images) vs the encoder forward alone,
+     both with the default back-end
   2. the product's batched decoder vs the seed's method (one model call per word, re-running the
      whole prefix each time), same weights, same outputs checked
-  3. encoder variants (contiguous vs channels-last memory, torch.compile) vs eager fp32
+  3. encoder variants vs eager fp32 PyTorch: channels-last, bf16, ONNX Runtime, torch.compile
   4. single-image latency p50/p95 (model loaded once) and the command line's cold start
   5. throughput and peak memory by batch size
+  6. throughput and peak memory for 100, 1,000 and 8,000 images (``--counts``), each in a fresh
+     process, as ``captioner caption`` runs them
 
     python benchmarks/bench_inference.py --images ../shared/flickr8k/Images --n 256
 """
@@ -51,11 +54,27 @@ def timed(fn, repeat=1):
 
 
 @torch.inference_mode()
-def encoder_only(cap, x, bs=16, channels_last=True):
-    enc = cap.model.encoder
+def encoder_only(encode, x, bs=16):
     for i in range(0, len(x), bs):
-        b = x[i:i + bs]
-        enc(b.contiguous(memory_format=torch.channels_last) if channels_last else b.contiguous())
+        encode(x[i:i + bs])
+
+
+def count_run(images: str, n: int, batch_size: int) -> str:
+    """Caption n images in a fresh process (the library call ``captioner caption`` makes)."""
+    code = f"""
+import time, sys
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from bench_inference import peak_rss_mb
+from captioner import Captioner
+paths = sorted(Path({images!r}).glob('*.jpg'))[:{n}]
+cap = Captioner()
+t = time.perf_counter()
+k = sum(1 for _ in cap.caption_paths(paths, batch_size={batch_size}))
+dt = time.perf_counter() - t
+print(f"| {{k}} | {{dt:.1f}} | {{k / dt:.1f}} | {{peak_rss_mb():.0f}} |")
+"""
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
 
 
 @torch.inference_mode()
@@ -103,7 +122,9 @@ def main():
     ap.add_argument("--images", default="../shared/flickr8k/Images", help="folder of images")
     ap.add_argument("--n", type=int, default=256, help="images for the throughput runs")
     ap.add_argument("--seed-n", type=int, default=16, help="images for the seed-decoder comparison")
-    ap.add_argument("--workers", type=int, default=2, help="image decoding workers for batch captioning")
+    ap.add_argument("--workers", type=int, default=0, help="image decoding workers for batch captioning")
+    ap.add_argument("--batch-size", type=int, default=16, help="images per batch for batch captioning")
+    ap.add_argument("--counts", default="100,1000,8000", help="image counts for the scaling runs ('' skips)")
     ap.add_argument("--model", default=None, help="checkpoint; default: the shipped model")
     ap.add_argument("--skip-compile", action="store_true", help="skip the torch.compile variant")
     args = ap.parse_args()
@@ -112,22 +133,33 @@ def main():
           f"torch {torch.__version__}, python {platform.python_version()}")
     paths = sorted(Path(args.images).glob("*.jpg"))[:args.n]
     cap = Captioner(args.model, beam_size=3)
+    print(f"default back-end: encoder {cap.backend}, decoder {cap.precision}, "
+          f"no-repeat n-gram {cap.no_repeat_ngram}")
     x = torch.stack([cap.preprocess(open_image(p)) for p in paths])
-    encoder_only(cap, x[:16])  # warm-up
+    encoder_only(cap.encode_images, x[:16])  # warm-up
 
     print("\n## 1. batch captioning vs encoder alone")
-    t_enc = timed(lambda: encoder_only(cap, x), 2)
-    t_all = timed(lambda: list(cap.caption_paths(paths, batch_size=16, workers=args.workers)), 1)
-    print(f"encoder forward alone: {len(paths) / t_enc:.1f} images/s")
-    print(f"caption_paths, beam 3, {args.workers} workers: {len(paths) / t_all:.1f} images/s")
+    bs = args.batch_size
+    t_enc = timed(lambda: encoder_only(cap.encode_images, x, bs), 2)
+    t_all = timed(lambda: list(cap.caption_paths(paths, batch_size=bs, workers=args.workers)), 2)
+    grids = [cap.encode_images(x[i:i + bs]).flatten(2).transpose(1, 2) for i in range(0, len(x), bs)]
+    t_dec = timed(lambda: [generate(cap.model, g, 3) for g in grids], 2)
+    t_seq = timed(lambda: [cap.caption_tensors(x[i:i + bs]) for i in range(0, len(x), bs)], 2)
+    print(f"encoder forward alone ({cap.backend}): {len(paths) / t_enc:.1f} images/s")
+    print(f"beam-3 decoder alone ({cap.precision}): {len(paths) / t_dec:.1f} images/s")
+    print(f"encoder then decoder on preprocessed images: {len(paths) / t_seq:.1f} images/s "
+          f"(ratio {t_enc / t_seq:.3f}: the ceiling without overlap)")
+    print(f"caption_paths from files, beam 3, batch {bs}, {args.workers} workers: {len(paths) / t_all:.1f} images/s")
     print(f"ratio: {t_enc / t_all:.3f}  (target >= 0.9)")
 
     print("\n## 2. decoder vs the seed's per-word full-prefix method")
-    with torch.inference_mode():
-        feats = cap.model.encode(x[:args.seed_n].contiguous(memory_format=torch.channels_last))
+    # plain beam search on both sides (no n-gram blocking), the same weights and precision
+    feats = cap.encode_images(x[:args.seed_n]).flatten(2).transpose(1, 2)
     for k in (1, 3):
-        t_ours = timed(lambda: generate(cap.model, feats, k, length_penalty=DEFAULT_LENGTH_PENALTY), 3)
-        ours = [h[0].tokens for h in generate(cap.model, feats, k, length_penalty=DEFAULT_LENGTH_PENALTY)]
+        t_ours = timed(lambda: generate(cap.model, feats, k, length_penalty=DEFAULT_LENGTH_PENALTY,
+                                        no_repeat_ngram=0), 3)
+        ours = [h[0].tokens for h in generate(cap.model, feats, k, length_penalty=DEFAULT_LENGTH_PENALTY,
+                                              no_repeat_ngram=0)]
         t_seed = timed(lambda: seed_decode(cap.model, feats, k, cap.model.cfg.max_len, DEFAULT_LENGTH_PENALTY), 1)
         seed = seed_decode(cap.model, feats, k, cap.model.cfg.max_len, DEFAULT_LENGTH_PENALTY)
         same = sum(a == b for a, b in zip(ours, seed))
@@ -135,28 +167,40 @@ def main():
               f"{t_seed / t_ours:.1f}x (target >= 10x); identical captions {same}/{len(ours)}")
 
     print("\n## 3. encoder variants (same images, batch 16)")
+    import copy
+
+    from captioner.runtime import OnnxEncoder, TorchEncoder, onnxruntime_available
+
     sub = x[:64]
-    t_eager = timed(lambda: encoder_only(cap, sub, channels_last=False), 2)
-    t_cl = timed(lambda: encoder_only(cap, sub, channels_last=True), 2)
-    print(f"eager fp32 contiguous: {64 / t_eager:.1f} images/s (1.00x)")
-    print(f"channels-last (default): {64 / t_cl:.1f} images/s ({t_eager / t_cl:.2f}x)")
+    enc = copy.deepcopy(cap.model.encoder).to(memory_format=torch.contiguous_format)
+    variants = {"eager fp32 (contiguous)": lambda b: enc(b.contiguous())}
+    cl = TorchEncoder(copy.deepcopy(enc))
+    variants["channels-last fp32"] = cl
+    enc_bf16 = copy.deepcopy(cl.encoder).to(torch.bfloat16)
+    variants["channels-last bf16 (not used: features drift ~7 %)"] = lambda b: enc_bf16(
+        b.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
+    if onnxruntime_available():
+        variants["ONNX Runtime fp32"] = OnnxEncoder(enc)
     if not args.skip_compile:
+        compiled = torch.compile(cl.encoder)
+        variants["torch.compile channels-last fp32"] = lambda b: compiled(b.contiguous(memory_format=torch.channels_last))
+    with torch.inference_mode():
+        ref = enc(sub[:16])
+    t_eager = None
+    for name, fn in variants.items():
         try:
-            enc = cap.model.encoder
-            compiled = torch.compile(enc)
             with torch.inference_mode():
                 t0 = time.perf_counter()
-                compiled(sub[:16].contiguous(memory_format=torch.channels_last))
+                out = fn(sub[:16]).float()   # warm-up (and compilation)
                 warm = time.perf_counter() - t0
-
-                def run():
-                    for i in range(0, 64, 16):
-                        compiled(sub[i:i + 16].contiguous(memory_format=torch.channels_last))
-                t_c = timed(run, 2)
-            print(f"torch.compile + channels-last: {64 / t_c:.1f} images/s ({t_eager / t_c:.2f}x), "
-                  f"compile time {warm:.0f} s")
-        except Exception as e:  # a compiler toolchain problem is a result, not a crash
-            print(f"torch.compile failed: {type(e).__name__}: {str(e)[:120]}")
+            t = timed(lambda: encoder_only(fn, sub), 2)
+        except Exception as e:  # a missing compiler toolchain is a result, not a crash
+            print(f"{name}: failed ({type(e).__name__}: {str(e)[:100]})")
+            continue
+        t_eager = t_eager or t
+        diff = ((out - ref).norm() / ref.norm()).item()
+        print(f"{name}: {64 / t:.1f} images/s ({t_eager / t:.2f}x), relative difference {diff:.1e}"
+              + (f", first call {warm:.0f} s" if warm > 2 else ""))
 
     print("\n## 4. latency")
     lat = []
@@ -182,6 +226,13 @@ def main():
         n = max(bs, 32)
         t = timed(lambda: [cap.caption_tensors(x[i:i + bs]) for i in range(0, n, bs)], 1)
         print(f"| {bs} | {n / t:.1f} | {peak_rss_mb():.0f} |")
+
+    if args.counts:
+        print(f"\n## 6. scaling by image count (caption_paths, batch {args.batch_size}, fresh process each)")
+        print("| images | seconds | images/s | peak RSS MB |")
+        print("| --- | --- | --- | --- |")
+        for n in (int(c) for c in args.counts.split(",")):
+            print(count_run(args.images, n, args.batch_size), flush=True)
 
 
 if __name__ == "__main__":

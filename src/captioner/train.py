@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .data import load_dataset, tokenize
-from .decode import DEFAULT_LENGTH_PENALTY, generate
+from .decode import DEFAULT_LENGTH_PENALTY, DEFAULT_NO_REPEAT_NGRAM, generate
 from .features import ImageFiles, extract_features, load_features, save_features, weights_digest
 from .scst import reward_scorer, scst_one_epoch
 from .encoders import CHANNELS
@@ -84,18 +84,20 @@ def train_one_epoch(model, batches, optimizer, params, label_smoothing=0.0, att_
 
 @torch.inference_mode()
 def caption_features(model, feats: torch.Tensor, vocab: Vocab, beam_size=3, length_penalty=DEFAULT_LENGTH_PENALTY,
-                     batch_size=100) -> list[list[str]]:
+                     batch_size=100, no_repeat_ngram=DEFAULT_NO_REPEAT_NGRAM) -> list[list[str]]:
     model.eval()
     out = []
     for i in range(0, feats.size(0), batch_size):
-        for hyps in generate(model, feats[i:i + batch_size], beam_size, length_penalty=length_penalty):
+        for hyps in generate(model, feats[i:i + batch_size], beam_size, length_penalty=length_penalty,
+                             no_repeat_ngram=no_repeat_ngram):
             out.append(vocab.decode(hyps[0].tokens))
     return out
 
 
-def evaluate(model, feats, names, refs: dict, vocab, beam_size=3, length_penalty=DEFAULT_LENGTH_PENALTY, with_meteor=False):
+def evaluate(model, feats, names, refs: dict, vocab, beam_size=3, length_penalty=DEFAULT_LENGTH_PENALTY, with_meteor=False,
+             no_repeat_ngram=DEFAULT_NO_REPEAT_NGRAM):
     """Free-running decoding of ``feats`` (rows in ``names`` order) scored against ``refs``."""
-    cands = caption_features(model, feats, vocab, beam_size, length_penalty)
+    cands = caption_features(model, feats, vocab, beam_size, length_penalty, no_repeat_ngram=no_repeat_ngram)
     scores = score_all(cands, [refs[n] for n in names], with_meteor=with_meteor)
     return scores, cands
 
@@ -271,7 +273,8 @@ def main(args):
                 feats[index[n]] = new[i]
         if not scst:
             dev_feats = feats[[index[n] for n in dev_names]]
-        scores, _ = evaluate(model, dev_feats, dev_names, dev_refs, vocab, args.eval_beam, args.length_penalty)
+        scores, _ = evaluate(model, dev_feats, dev_names, dev_refs, vocab, args.eval_beam, args.length_penalty,
+                             no_repeat_ngram=args.no_repeat_ngram)
         entry = {"epoch": epoch, "stage": "scst" if scst else "finetune" if finetune else "frozen",
                  "train_loss": loss, "dev": scores, "seconds": round(time.time() - t0, 1)}
         if scst:
@@ -382,6 +385,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--scst-max-len", type=int, default=20, help="longest sampled caption during SCST")
     ap.add_argument("--eval-beam", type=int, default=3, help="beam size of the dev-split evaluation")
     ap.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY, help="beam score = logP / length**this")
+    ap.add_argument("--no-repeat-ngram", type=int, default=DEFAULT_NO_REPEAT_NGRAM,
+                    help="dev-split decoding: forbid repeating an n-gram of this length (0: off)")
     ap.add_argument("--feature-cache", default=None, help="feature cache file (default: ~/.cache/captioner/...)")
     ap.add_argument("--workers", type=int, default=1, help="image decoding worker processes")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
