@@ -151,6 +151,14 @@ def main():
           f"(ratio {t_enc / t_seq:.3f}: the ceiling without overlap)")
     print(f"caption_paths from files, beam 3, batch {bs}, {args.workers} workers: {len(paths) / t_all:.1f} images/s")
     print(f"ratio: {t_enc / t_all:.3f}  (target >= 0.9)")
+    # the alternatives the defaults were chosen against, same images
+    w = 1 if args.workers == 0 else 0
+    t_w = timed(lambda: list(cap.caption_paths(paths, batch_size=bs, workers=w)), 1)
+    print(f"  for comparison: caption_paths with {w} workers: {len(paths) / t_w:.1f} images/s")
+    if cap.precision == "bf16":
+        fp32 = Captioner(args.model, beam_size=3, backend=cap.backend, precision="fp32")
+        t_d32 = timed(lambda: [generate(fp32.model, g, 3) for g in grids], 2)
+        print(f"  for comparison: beam-3 decoder alone in fp32: {len(paths) / t_d32:.1f} images/s")
 
     print("\n## 2. decoder vs the seed's per-word full-prefix method")
     # plain beam search on both sides (no n-gram blocking), the same weights and precision
