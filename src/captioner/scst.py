@@ -99,7 +99,8 @@ def scst_one_epoch(model, feats: torch.Tensor, scorer: CiderD, vocab, optimizer,
                    candidates: str = "beam") -> dict:
     """One pass over ``feats`` (row i belongs to reference set i of ``scorer``).
     Returns the mean sampled reward and loss."""
-    model.train()
+    # beam candidates come from the policy used at inference (no dropout); samples from the training one
+    model.train(candidates == "sample")
     order = torch.randperm(feats.size(0), generator=generator)
     total_r = total_loss = 0.0
     n = 0
@@ -107,7 +108,6 @@ def scst_one_epoch(model, feats: torch.Tensor, scorer: CiderD, vocab, optimizer,
     for i in bar:
         idx = order[i:i + batch_size]
         if candidates == "beam":
-            model.eval()  # the beams and their probabilities come from the policy used at inference
             tokens, logp, mask = beam_candidates(model, feats[idx], n_samples, max_len)
         else:
             tokens, logp, mask = sample(model, feats[idx], n_samples, max_len)

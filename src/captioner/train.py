@@ -36,6 +36,7 @@ from .encoders import CHANNELS
 from .metrics import score_all
 from .model import CaptionModel, ModelConfig
 from .plots import plot_history
+from .runtime import cache_dir
 from .vocab import Vocab
 
 
@@ -106,45 +107,35 @@ def default_cache(args, digest: str = "") -> Path:
     root = Path(args.data).resolve()
     tag = f"{root.name}_{hashlib.sha1(str(root).encode()).hexdigest()[:8]}"  # one cache per dataset folder
     suffix = f"_{digest}" if digest else ""  # a fine-tuned encoder's features never overwrite the pip weights'
-    return Path.home() / ".cache" / "captioner" / f"features_{tag}_{args.encoder}_{args.image_size}{suffix}.safetensors"
+    return cache_dir() / f"features_{tag}_{args.encoder}_{args.image_size}{suffix}.safetensors"
+
+
+def cached_features(path: Path, encoder, ds, names: list[str], workers: int, accept_unhashed: bool = False):
+    """-> (name -> row, grids) of ``names`` from ``encoder``, read from ``path`` when it was made
+    by exactly these weights (a hash of them is stored with the grids), else computed and saved.
+    ``accept_unhashed`` also trusts a cache written before hashes were stored (pip weights only)."""
+    digest = weights_digest(encoder)
+    if path.is_file():
+        index, feats, meta = load_features(path)
+        same_weights = meta.get("weights") == digest or (accept_unhashed and "weights" not in meta)
+        if meta.get("encoder") == encoder.name and meta.get("image_size") == encoder.preprocess.size \
+                and same_weights and all(n in index for n in names):
+            print(f"features: {path} {tuple(feats.shape)}")
+            return index, feats
+        print(f"features: {path} does not match this run; recomputing")
+    feats = extract_features(encoder.to(memory_format=torch.channels_last), [ds.image_dir / n for n in names],
+                             batch_size=32, workers=workers)
+    save_features(path, names, feats, {"encoder": encoder.name, "image_size": encoder.preprocess.size,
+                                       "weights": digest})
+    return {n: i for i, n in enumerate(names)}, feats
 
 
 def get_features(args, ds, encoder, finetuned: bool = False):
     """Cached grids for every image of the dataset, computed on first use.  ``finetuned``: the
-    encoder comes from a fine-tuned checkpoint (``--init``), so only a cache made by exactly
-    these weights will do."""
-    digest = weights_digest(encoder)
-    path = Path(args.feature_cache) if args.feature_cache else default_cache(args, digest if finetuned else "")
-    if path.is_file():
-        index, feats, meta = load_features(path)
-        same_weights = meta.get("weights") == digest or ("weights" not in meta and not finetuned)
-        if meta.get("encoder") == args.encoder and meta.get("image_size") == args.image_size \
-                and same_weights and all(n in index for n in ds.images()):
-            print(f"features: {path} {tuple(feats.shape)}")
-            return index, feats
-        print(f"features: {path} does not match this run; recomputing")
-    names = ds.images()
-    feats = extract_features(encoder.to(memory_format=torch.channels_last), [ds.image_dir / n for n in names],
-                             batch_size=32, workers=args.workers)
-    save_features(path, names, feats, {"encoder": args.encoder, "image_size": args.image_size, "weights": digest})
-    return {n: i for i, n in enumerate(names)}, feats
-
-
-def final_encoder_features(model, ds, names, path: Path, workers: int):
-    """Grids of ``names`` from the model's current encoder, cached in the run folder and keyed
-    by a hash of the encoder weights (a fine-tuned encoder is not the pip-shipped one)."""
-    digest = weights_digest(model.encoder)
-    if path.is_file():
-        index, feats, meta = load_features(path)
-        if meta.get("weights") == digest and all(n in index for n in names):
-            print(f"features: {path} {tuple(feats.shape)}")
-            return feats[[index[n] for n in names]]
-    model.eval()
-    feats = extract_features(model.encoder.to(memory_format=torch.channels_last), [ds.image_dir / n for n in names],
-                             batch_size=32, workers=workers)
-    save_features(path, names, feats, {"encoder": model.cfg.encoder, "image_size": model.cfg.image_size,
-                                       "weights": digest})
-    return feats
+    encoder comes from a fine-tuned checkpoint (``--init``), so it gets a cache of its own."""
+    path = Path(args.feature_cache) if args.feature_cache else \
+        default_cache(args, weights_digest(encoder) if finetuned else "")
+    return cached_features(path, encoder, ds, ds.images(), args.workers, accept_unhashed=not finetuned)
 
 
 def main(args):
@@ -238,8 +229,10 @@ def main(args):
                 m, _, _ = checkpoint.load_model(best_path, encoder_weights=args.encoder_weights)
                 model.load_state_dict(m.state_dict())
             if scst_feats is None:
-                all_feats = final_encoder_features(model, ds, train_names + dev_names,
-                                                   out / "features_final_encoder.safetensors", args.workers)
+                # the final encoder's grids, cached in the run folder
+                idx, all_feats = cached_features(out / "features_final_encoder.safetensors", model.encoder, ds,
+                                                 train_names + dev_names, args.workers)
+                all_feats = all_feats[[idx[n] for n in train_names + dev_names]]
                 scst_feats, dev_feats = all_feats[:len(train_names)], all_feats[len(train_names):]
                 scorer = reward_scorer([[tokenize(c)[:args.max_len] for c in ds.captions[n]] for n in train_names])
             r = scst_one_epoch(model, scst_feats, scorer, vocab, opt, dec_params, args.scst_batch_size,
