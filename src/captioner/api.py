@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from . import checkpoint
 from .decode import DEFAULT_LENGTH_PENALTY, DEFAULT_NO_REPEAT_NGRAM, generate
+from .ensemble import Ensemble
 from .images import ImageError, open_image
 from .runtime import bf16_matmuls, make_encoder, resolve_precision
 
@@ -58,21 +60,48 @@ def _collate(batch):
 
 
 class Captioner:
-    """A loaded model with its preprocessing and vocabulary."""
+    """A loaded model with its preprocessing and vocabulary. ``path`` may list several checkpoints:
+    they then caption as one ensemble (``ensemble.py``)."""
 
     def __init__(self, path=None, device: str = "cpu", beam_size: int = 3, length_penalty: float = DEFAULT_LENGTH_PENALTY,
                  encoder_weights: str | None = None, backend: str = "auto", precision: str = "auto",
                  no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM):
         self.device = torch.device(device)
-        self.model, self.vocab, self.meta = checkpoint.load_model(path, self.device, encoder_weights)
+        # several checkpoints caption as one ensemble (ensemble.py); the first sets the preprocessing
+        paths = list(path) if isinstance(path, (list, tuple)) else [path]
+        if not paths:
+            raise ValueError("no checkpoint given")
+        loaded = [checkpoint.load_model(p, self.device, encoder_weights) for p in paths]
+        (self.model, self.vocab, self.meta), self.members = loaded[0], [m for m, _, _ in loaded]
+        for p, (m, vocab, _) in zip(paths[1:], loaded[1:]):
+            if vocab.itos != self.vocab.itos:
+                raise ValueError(f"{p}: its vocabulary differs from {paths[0] or 'the shipped model'}'s; "
+                                 "ensemble members must share one")
+            if (m.preprocess.mean, m.preprocess.std) != (self.preprocess.mean, self.preprocess.std):
+                raise ValueError(f"{p}: its input normalisation differs from {paths[0] or 'the shipped model'}'s")
         # back-end and precision chosen once, here (runtime.py); the model code follows x.device/dtype
-        self.encode_images = make_encoder(self.model.encoder, backend, self.device)
+        self.encoders = [make_encoder(m.encoder, backend, self.device) for m in self.members]
+        self.encode_images = self.encoders[0]
         self.backend = self.encode_images.name
         self.precision = resolve_precision(precision, self.device)
         if self.precision == "bf16":
-            bf16_matmuls(self.model.decoder)
+            for m in self.members:
+                bf16_matmuls(m.decoder)
+        self.decoding = self.model if len(self.members) == 1 else Ensemble(self.members)
         self.beam_size, self.length_penalty, self.no_repeat_ngram = beam_size, length_penalty, no_repeat_ngram
-        self.path = Path(path) if path else checkpoint.DEFAULT_MODEL
+        self.path = Path(paths[0]) if paths[0] else checkpoint.DEFAULT_MODEL
+        self.paths = [Path(p) if p else checkpoint.DEFAULT_MODEL for p in paths]
+
+    def _grids(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Preprocessed images -> one feature grid per member; a member with another input size
+        gets the batch resized (bicubic), as its own preprocessing would have done."""
+        grids = []
+        for m, enc in zip(self.members, self.encoders):
+            size = m.preprocess.size
+            xi = x if x.size(-1) == size else F.interpolate(x, size=(size, size), mode="bicubic",
+                                                             align_corners=False, antialias=True)
+            grids.append(enc(xi).to(self.device))
+        return grids
 
     @property
     def preprocess(self):
@@ -82,11 +111,12 @@ class Captioner:
     def caption_tensors(self, x: torch.Tensor, beam_size: int | None = None, n_best: int = 1) -> list[Caption]:
         """Preprocessed images [B, 3, S, S] -> one Caption each."""
         k = beam_size or self.beam_size
-        grid = self.encode_images(x).to(self.device)
-        side = grid.size(-1)
-        feats = grid.flatten(2).transpose(1, 2)
+        grids = self._grids(x)
+        side = grids[0].size(-1)
+        feats = [g.flatten(2).transpose(1, 2) for g in grids]
+        feats = feats[0] if len(feats) == 1 else feats
         out = []
-        for hyps in generate(self.model, feats, k, length_penalty=self.length_penalty, n_best=max(n_best, 1),
+        for hyps in generate(self.decoding, feats, k, length_penalty=self.length_penalty, n_best=max(n_best, 1),
                              no_repeat_ngram=self.no_repeat_ngram):
             best = hyps[0]
             words = self.vocab.decode(best.tokens)

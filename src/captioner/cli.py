@@ -78,7 +78,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("caption", help="caption images (files, folders, globs)",
                        description="Print a caption for each image. Exit status 1 if any input failed.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders of images, or glob patterns")
-    p.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
+    p.add_argument("--model", nargs="+", default=None,
+                   help="checkpoint (.safetensors); several caption as an ensemble; default: the shipped model")
     p.add_argument("--beam-size", type=int, default=3, help="beam size (1 = greedy)")
     p.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY, help="beam score = logP / length**this")
     p.add_argument("--n-best", type=int, default=1, help="also show this many top beams with their scores")

@@ -44,25 +44,31 @@ def block_repeats(logp: torch.Tensor, tokens: torch.Tensor, n: int) -> None:
 def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None = None,
              length_penalty: float = DEFAULT_LENGTH_PENALTY, n_best: int = 1,
              no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM) -> list[list[Hypothesis]]:
-    """feats [B, L, D] (``model.encode(images)``) -> for each image its ``n_best`` hypotheses.
+    """feats [B, L, D] (``model.encode(images)``) -> for each image its ``n_best`` hypotheses;
+    for an ``ensemble.Ensemble``, a list with one such grid per member.
     ``no_repeat_ngram=n`` forbids any word that would repeat an n-gram of the same caption."""
     dec, vocab_size = model.decoder, model.cfg.vocab_size
     max_len = max_len or model.cfg.max_len
-    B, K = feats.size(0), beam_size
+    dtype = next(dec.parameters()).dtype  # the decoder's precision (runtime.py)
+    if isinstance(feats, (list, tuple)):
+        feats = [f.to(dtype) for f in feats]
+        first = feats[0]
+    else:
+        feats = first = feats.to(dtype)
+    B, K, device = first.size(0), beam_size, first.device
     n_best = min(n_best, K)
-    feats = feats.to(next(dec.parameters()).dtype)  # the decoder's precision (runtime.py)
     state, memory = dec.init_state(feats)
-    rows = torch.arange(B, device=feats.device).repeat_interleave(K)  # row -> image
+    rows = torch.arange(B, device=device).repeat_interleave(K)  # row -> image
     state = tuple(s[rows] for s in state)  # memory stays one entry per image, shared by its beams
 
     start, end = 1, 2
-    banned = torch.tensor([0, 1, 3], device=feats.device)  # <pad>, <start>, <unk> are never generated
-    words = torch.full((B * K,), start, dtype=torch.long, device=feats.device)
-    scores = torch.full((B, K), float("-inf"), device=feats.device)
+    banned = torch.tensor([0, 1, 3], device=device)  # <pad>, <start>, <unk> are never generated
+    words = torch.full((B * K,), start, dtype=torch.long, device=device)
+    scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0                       # all beams start identical: keep one alive
-    lengths = torch.zeros(B, K, device=feats.device)
-    done = torch.zeros(B, K, dtype=torch.bool, device=feats.device)
-    tokens = torch.zeros(B, K, 0, dtype=torch.long, device=feats.device)
+    lengths = torch.zeros(B, K, device=device)
+    done = torch.zeros(B, K, dtype=torch.bool, device=device)
+    tokens = torch.zeros(B, K, 0, dtype=torch.long, device=device)
     alphas = None
     images = torch.arange(B)                 # original index of each image still being decoded
     final = [None] * B                       # (scores, lengths, tokens, alphas) once an image is done
@@ -82,7 +88,7 @@ def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None
         cand = (scores.unsqueeze(2) + logp).view(n, K * vocab_size)
         scores, idx = cand.topk(K, dim=1)
         origin, word = idx // vocab_size, idx % vocab_size
-        gather = (origin + torch.arange(n, device=feats.device).unsqueeze(1) * K).view(-1)
+        gather = (origin + torch.arange(n, device=device).unsqueeze(1) * K).view(-1)
         state = tuple(s[gather] for s in state)
         prev_done = done.gather(1, origin)
         lengths = lengths.gather(1, origin) + (~prev_done).float()

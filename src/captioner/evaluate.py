@@ -6,6 +6,7 @@ beam search), never through cached features, so a fine-tuned encoder is measured
     captioner evaluate --split test                      # the shipped model
     captioner evaluate --model runs/main/best.safetensors --split dev --beam-size 5
     captioner evaluate --split test --image-dir ../shared/flickr8k/originals   # full-size originals
+    captioner evaluate --model a.safetensors b.safetensors --split dev     # an ensemble of two
 """
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ def evaluate(captioner: Captioner, data: str, split: str = "test", beam_size: in
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
+    ap.add_argument("--model", nargs="+", default=None,
+                    help="checkpoint (.safetensors); several caption as an ensemble; default: the shipped model")
     ap.add_argument("--data", default="../shared/flickr8k", help="dataset root folder")
     ap.add_argument("--layout", default=None, choices=["kaggle", "original", "karpathy"], help="force a dataset layout")
     ap.add_argument("--split", default="test", choices=["train", "dev", "test"], help="split to evaluate")
@@ -90,7 +92,7 @@ def main(args) -> int:
         print(f"{k:>15}: {v:.4f}" if isinstance(v, float) else f"{k:>15}: {v}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"model": str(cap.path), "split": args.split, "scores": scores,
+        Path(args.out).write_text(json.dumps({"model": " + ".join(map(str, cap.paths)), "split": args.split, "scores": scores,
                                               "captions": captions}, indent=1))
         print(f"wrote {args.out}")
     return 0
