@@ -140,8 +140,10 @@ def main(argv=None):
 
 
 def launch(args) -> int:
-    """``captioner app``: run this file under ``streamlit run``, headless."""
-    import subprocess
+    """``captioner app``: run this file under ``streamlit run``, headless.  The process *becomes*
+    Streamlit (exec, not a child), so stopping ``captioner app`` stops the server too instead of
+    leaving it orphaned and holding the port."""
+    import os
 
     cmd = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).resolve()),
            "--server.headless", "true", "--server.port", str(args.port), "--server.address", args.host,
@@ -150,7 +152,10 @@ def launch(args) -> int:
         cmd += ["--model", args.model]
     if args.examples:
         cmd += ["--examples", args.examples]
-    return subprocess.call(cmd)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
 
 
 if __name__ == "__main__":
