@@ -89,8 +89,8 @@ class Captioner:
                 bf16_matmuls(m.decoder)
         self.decoding = self.model if len(self.members) == 1 else Ensemble(self.members)
         self.beam_size, self.length_penalty, self.no_repeat_ngram = beam_size, length_penalty, no_repeat_ngram
-        self.path = Path(paths[0]) if paths[0] else checkpoint.DEFAULT_MODEL
         self.paths = [Path(p) if p else checkpoint.DEFAULT_MODEL for p in paths]
+        self.path = self.paths[0]
 
     def _grids(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Preprocessed images -> one feature grid per member; a member with another input size

@@ -16,6 +16,7 @@ DEFAULT_LENGTH_PENALTY = 1.0
 # chosen on the dev split with the shipped model, beam 3 (off / 4 / 3 / 2 -> dev CIDEr-D
 # 0.523 / 0.527 / 0.527 / 0.534; README): a word may not repeat a bigram of its own caption
 DEFAULT_NO_REPEAT_NGRAM = 2
+NEVER_GENERATED = (0, 1, 3)  # <pad>, <start>, <unk>
 
 
 @dataclass
@@ -62,7 +63,7 @@ def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None
     state = tuple(s[rows] for s in state)  # memory stays one entry per image, shared by its beams
 
     start, end = 1, 2
-    banned = torch.tensor([0, 1, 3], device=device)  # <pad>, <start>, <unk> are never generated
+    banned = torch.tensor(NEVER_GENERATED, device=device)
     words = torch.full((B * K,), start, dtype=torch.long, device=device)
     scores = torch.full((B, K), float("-inf"), device=device)
     scores[:, 0] = 0.0                       # all beams start identical: keep one alive

@@ -134,21 +134,28 @@ class CaptionModel(nn.Module):
         """images [B, 3, S, S] -> feature grid as a sequence [B, L, D]."""
         return self.encoder(images).flatten(2).transpose(1, 2)
 
+    def teacher_forced(self, feats: torch.Tensor, inputs: torch.Tensor, k: int = 1):
+        """Feed ``inputs`` [B*k, T] (rows image-major, ``k`` captions per image of ``feats``
+        [B, L, D]) one word per step -> (logits [B*k, T, V], attention weights per step)."""
+        state, memory = self.decoder.init_state(feats.float())
+        if k > 1:  # each caption starts from its image's state; the memory stays one per image
+            rows = torch.arange(feats.size(0), device=feats.device).repeat_interleave(k)
+            state = tuple(s[rows] for s in state)
+        logits, alphas = [], []
+        for t in range(inputs.size(1)):
+            lg, state, alpha = self.decoder.step(inputs[:, t], state, memory)
+            logits.append(lg)
+            alphas.append(alpha)
+        return torch.stack(logits, 1), alphas
+
     def forward(self, images=None, captions=None, feats=None, label_smoothing: float = 0.0,
                 att_reg: float = 1.0):
         """Teacher-forced pass. ``captions`` [B, T] start with <start>, end with <end>, padded
         with 0.  Give ``images`` (end-to-end) or cached ``feats``.  Returns (logits, loss)."""
         if feats is None:
             feats = self.encode(images)
-        feats = feats.float()
-        state, memory = self.decoder.init_state(feats)
         inputs, targets = captions[:, :-1], captions[:, 1:]
-        logits, alphas = [], []
-        for t in range(inputs.size(1)):
-            lg, state, alpha = self.decoder.step(inputs[:, t], state, memory)
-            logits.append(lg)
-            alphas.append(alpha)
-        logits = torch.stack(logits, 1)
+        logits, alphas = self.teacher_forced(feats, inputs)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
                                ignore_index=0, label_smoothing=label_smoothing)
         if alphas[0] is not None and att_reg > 0:

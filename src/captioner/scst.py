@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
+from .decode import NEVER_GENERATED, generate
 from .metrics import CiderD
 
 END_TOKEN = "<end>"  # scored as a word, so that a caption cut off mid-phrase loses reward
@@ -34,7 +35,7 @@ def sample(model, feats: torch.Tensor, n_samples: int, max_len: int, start: int 
     state, memory = dec.init_state(feats.float())
     rows = torch.arange(feats.size(0), device=feats.device).repeat_interleave(n_samples)
     state = tuple(s[rows] for s in state)  # memory stays one entry per image (model.py)
-    banned = torch.tensor([0, 1, 3], device=feats.device)  # <pad>, <start>, <unk>, as in decode.py
+    banned = torch.tensor(NEVER_GENERATED, device=feats.device)
     words = torch.full((rows.numel(),), start, dtype=torch.long, device=feats.device)
     done = torch.zeros(rows.numel(), dtype=torch.bool, device=feats.device)
     tokens, logps, masks = [], [], []
@@ -59,8 +60,6 @@ def sample(model, feats: torch.Tensor, n_samples: int, max_len: int, start: int 
 def beam_candidates(model, feats: torch.Tensor, k: int, max_len: int, start: int = 1, end: int = 2):
     """The ``k`` beams of a beam search (no gradient), then their log-probabilities re-computed
     with the graph by one teacher-forced pass -> (tokens, log-probabilities, mask) as ``sample``."""
-    from .decode import generate
-
     with torch.no_grad():
         hyps = generate(model, feats, k, max_len=max_len, n_best=k)
     seqs = [h.tokens + [end] for hs in hyps for h in hs]
@@ -68,18 +67,11 @@ def beam_candidates(model, feats: torch.Tensor, k: int, max_len: int, start: int
     tokens = torch.zeros(len(seqs), T, dtype=torch.long, device=feats.device)
     for i, s in enumerate(seqs):
         tokens[i, :len(s)] = torch.tensor(s)
-    dec = model.decoder
-    state, memory = dec.init_state(feats.float())
-    rows = torch.arange(feats.size(0), device=feats.device).repeat_interleave(k)
-    state = tuple(s[rows] for s in state)
-    words = torch.full((len(seqs),), start, dtype=torch.long, device=feats.device)
-    logps = []
-    for t in range(T):
-        logits, state, _ = dec.step(words, state, memory)
-        logps.append(logits.log_softmax(-1).gather(1, tokens[:, t:t + 1]).squeeze(1))
-        words = tokens[:, t]
+    inputs = torch.cat([torch.full_like(tokens[:, :1], start), tokens[:, :-1]], 1)
+    logits, _ = model.teacher_forced(feats, inputs, k)
+    logps = logits.log_softmax(-1).gather(2, tokens.unsqueeze(2)).squeeze(2)
     mask = (tokens != 0).float()
-    return tokens, torch.stack(logps, 1) * mask, mask
+    return tokens, logps * mask, mask
 
 
 def to_words(ids: list[int], vocab) -> list[str]:
