@@ -48,6 +48,29 @@ def test_doubly_stochastic_penalty_adds_to_loss():
     assert reg > plain
 
 
+@pytest.mark.parametrize("decoder", ["attention", "plain"])
+def test_scheduled_sampling_feeds_the_models_own_words(decoder):
+    m = tiny(decoder)
+    with torch.no_grad():  # the model now predicts "grass" (id 8) with certainty
+        m.decoder.out.weight.zero_()
+        m.decoder.out.bias.fill_(-1e4)
+        m.decoder.out.bias[8] = 1e4
+    fed = []
+    step = m.decoder.step
+    m.decoder.step = lambda words, state, memory: (fed.append(words.clone()), step(words, state, memory))[1]
+    feats = torch.randn(2, 4, m.cfg.feature_dim)
+    inputs = caps()[:, :-1]
+    m.teacher_forced(feats, inputs, sample_prob=0.0)
+    assert torch.equal(torch.stack(fed, 1), inputs)            # off: the reference words
+    fed.clear()
+    m.teacher_forced(feats, inputs, sample_prob=1.0)
+    got = torch.stack(fed, 1)
+    assert torch.equal(got[:, 0], inputs[:, 0])                # <start> is never replaced
+    rest, ref = got[:, 1:], inputs[:, 1:]
+    assert torch.equal(rest[ref != 0], torch.full_like(rest[ref != 0], 8))  # always its own word
+    assert torch.equal(rest[ref == 0], ref[ref == 0])          # padding stays padding
+
+
 def test_loss_decreases_when_overfitting_one_batch():
     m = tiny(dropout=0.0)
     m.train()

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from captioner import checkpoint
-from captioner.train import add_arguments, main
+from captioner.train import add_arguments, main, sample_prob
 
 
 def run_args(data, out, cache, **over):
@@ -35,6 +35,15 @@ def test_two_stages_write_checkpoints_and_curves(tiny_data, tmp_path):
     assert json.loads(checkpoint.read_header(out / "last.safetensors")["has_encoder"]) is True
     # dev scores come from free decoding: all six metrics present
     assert set(history[0]["dev"]) == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D"}
+
+
+def test_scheduled_sampling_ramps_up_and_is_logged(tiny_data, tmp_path):
+    args = run_args(tiny_data, tmp_path / "run", tmp_path / "f.safetensors", epochs=3, finetune_epochs=1,
+                    finetune_blocks=1, scheduled_sampling=0.25, scheduled_sampling_start=2,
+                    scheduled_sampling_increase=0.1)
+    assert [sample_prob(args, e) for e in range(1, 6)] == [0.0, 0.1, 0.2, 0.25, 0.25]
+    history = main(args)
+    assert [h["sample_prob"] for h in history] == [0.0, 0.1, 0.2, 0.25]
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_data, tmp_path):

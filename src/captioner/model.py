@@ -134,28 +134,40 @@ class CaptionModel(nn.Module):
         """images [B, 3, S, S] -> feature grid as a sequence [B, L, D]."""
         return self.encoder(images).flatten(2).transpose(1, 2)
 
-    def teacher_forced(self, feats: torch.Tensor, inputs: torch.Tensor, k: int = 1):
+    def teacher_forced(self, feats: torch.Tensor, inputs: torch.Tensor, k: int = 1, sample_prob: float = 0.0):
         """Feed ``inputs`` [B*k, T] (rows image-major, ``k`` captions per image of ``feats``
-        [B, L, D]) one word per step -> (logits [B*k, T, V], attention weights per step)."""
+        [B, L, D]) one word per step -> (logits [B*k, T, V], attention weights per step).
+
+        ``sample_prob`` > 0 is scheduled sampling (Bengio et al. 2015): each input word after
+        <start> is, with that probability, replaced by a word drawn from the model's own
+        prediction at the previous step, so training sees the model's mistakes as generation
+        does.  Padding stays padding."""
         state, memory = self.decoder.init_state(feats.float())
         if k > 1:  # each caption starts from its image's state; the memory stays one per image
             rows = torch.arange(feats.size(0), device=feats.device).repeat_interleave(k)
             state = tuple(s[rows] for s in state)
         logits, alphas = [], []
         for t in range(inputs.size(1)):
-            lg, state, alpha = self.decoder.step(inputs[:, t], state, memory)
+            words = inputs[:, t]
+            if sample_prob > 0 and t > 0:
+                swap = (torch.rand(words.shape, device=words.device) < sample_prob) & (words != 0)
+                if bool(swap.any()):
+                    drawn = torch.multinomial(logits[-1].detach().float().softmax(-1), 1).squeeze(1)
+                    words = torch.where(swap, drawn, words)
+            lg, state, alpha = self.decoder.step(words, state, memory)
             logits.append(lg)
             alphas.append(alpha)
         return torch.stack(logits, 1), alphas
 
     def forward(self, images=None, captions=None, feats=None, label_smoothing: float = 0.0,
-                att_reg: float = 1.0):
+                att_reg: float = 1.0, sample_prob: float = 0.0):
         """Teacher-forced pass. ``captions`` [B, T] start with <start>, end with <end>, padded
-        with 0.  Give ``images`` (end-to-end) or cached ``feats``.  Returns (logits, loss)."""
+        with 0.  Give ``images`` (end-to-end) or cached ``feats``.  Returns (logits, loss).
+        ``sample_prob``: scheduled sampling (``teacher_forced``)."""
         if feats is None:
             feats = self.encode(images)
         inputs, targets = captions[:, :-1], captions[:, 1:]
-        logits, alphas = self.teacher_forced(feats, inputs)
+        logits, alphas = self.teacher_forced(feats, inputs, sample_prob=sample_prob)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
                                ignore_index=0, label_smoothing=label_smoothing)
         if alphas[0] is not None and att_reg > 0:

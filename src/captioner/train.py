@@ -66,13 +66,14 @@ def length_bucketed_batches(lengths: list[int], batch_size: int, g: torch.Genera
 
 
 def train_one_epoch(model, batches, optimizer, params, label_smoothing=0.0, att_reg=1.0, clip=5.0,
-                    desc="train", progress=True) -> float:
+                    desc="train", progress=True, sample_prob=0.0) -> float:
     """``batches`` yields (inputs dict for model.forward, captions). Returns the mean loss."""
     model.train()
     total, n = 0.0, 0
     bar = tqdm(batches, desc=desc, unit="batch", disable=not progress, mininterval=5)
     for inputs, caps in bar:
-        _, loss = model(captions=caps, label_smoothing=label_smoothing, att_reg=att_reg, **inputs)
+        _, loss = model(captions=caps, label_smoothing=label_smoothing, att_reg=att_reg,
+                        sample_prob=sample_prob, **inputs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, clip)
@@ -101,6 +102,16 @@ def evaluate(model, feats, names, refs: dict, vocab, beam_size=3, length_penalty
     cands = caption_features(model, feats, vocab, beam_size, length_penalty, no_repeat_ngram=no_repeat_ngram)
     scores = score_all(cands, [refs[n] for n in names], with_meteor=with_meteor)
     return scores, cands
+
+
+def sample_prob(args, epoch: int) -> float:
+    """Scheduled sampling's probability for ``epoch`` (1-based): 0 before
+    ``--scheduled-sampling-start``, then up by ``--scheduled-sampling-increase`` per epoch,
+    capped at ``--scheduled-sampling``; fine-tuning epochs continue the same ramp."""
+    if args.scheduled_sampling <= 0 or epoch < args.scheduled_sampling_start:
+        return 0.0
+    steps = epoch - args.scheduled_sampling_start + 1
+    return min(args.scheduled_sampling, steps * args.scheduled_sampling_increase)
 
 
 def default_cache(args, digest: str = "") -> Path:
@@ -246,7 +257,8 @@ def main(args):
                 for b in length_bucketed_batches(lengths, args.batch_size, g))
             n_batches = math.ceil(len(pairs) / args.batch_size)
             loss = train_one_epoch(model, _Sized(batches, n_batches), opt, dec_params, args.label_smoothing,
-                                   args.att_reg, desc=f"epoch {epoch} (frozen encoder)")
+                                   args.att_reg, desc=f"epoch {epoch} (frozen encoder)",
+                                   sample_prob=sample_prob(args, epoch))
         else:
             if epoch == args.epochs + 1 and best_path.is_file():  # start fine-tuning from the best model
                 shutil.copyfile(best_path, out / "best_frozen.safetensors")  # kept for the ablation
@@ -256,7 +268,8 @@ def main(args):
             loader = finetune_loader(ds, train_names, vocab, model.preprocess, args, g)
             loss = train_one_epoch(model, _Sized((({"images": x}, c) for x, c in loader), len(loader)),
                                 _Multi(optimizers), dec_params + enc_params, args.label_smoothing,
-                                args.att_reg, desc=f"epoch {epoch} (fine-tuning)")
+                                args.att_reg, desc=f"epoch {epoch} (fine-tuning)",
+                                sample_prob=sample_prob(args, epoch))
             model.encoder.set_trainable(0)
             model.eval()
             new = extract_features(model.encoder, [ds.image_dir / n for n in dev_names], workers=args.workers,
@@ -270,6 +283,8 @@ def main(args):
                              no_repeat_ngram=args.no_repeat_ngram)
         entry = {"epoch": epoch, "stage": "scst" if scst else "finetune" if finetune else "frozen",
                  "train_loss": loss, "dev": scores, "seconds": round(time.time() - t0, 1)}
+        if not scst and args.scheduled_sampling > 0:
+            entry["sample_prob"] = sample_prob(args, epoch)
         if scst:
             entry["train_reward"] = r["reward"]
         history.append(entry)
@@ -359,6 +374,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--lr", type=float, default=4e-4, help="decoder learning rate (Adam)")
     ap.add_argument("--lr-decay", type=float, default=0.85, help="learning rate factor per epoch")
     ap.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the word loss")
+    ap.add_argument("--scheduled-sampling", type=float, default=0.0,
+                    help="scheduled sampling: the highest probability of feeding the model its own word (0: off)")
+    ap.add_argument("--scheduled-sampling-start", type=int, default=2,
+                    help="scheduled sampling: first epoch that uses it")
+    ap.add_argument("--scheduled-sampling-increase", type=float, default=0.05,
+                    help="scheduled sampling: probability added per epoch until the highest is reached")
     ap.add_argument("--att-reg", type=float, default=1.0, help="doubly stochastic attention penalty weight")
     ap.add_argument("--patience", type=int, default=3, help="early stop after this many epochs without dev gain")
     ap.add_argument("--finetune-epochs", type=int, default=2, help="epochs of end-to-end fine-tuning after stage 1")
