@@ -46,6 +46,20 @@ def test_scheduled_sampling_ramps_up_and_is_logged(tiny_data, tmp_path):
     assert [h["sample_prob"] for h in history] == [0.0, 0.1, 0.2, 0.25]
 
 
+def test_runs_compared_in_one_figure(tmp_path):
+    from captioner import plots
+    hist = [{"epoch": 1, "stage": "frozen", "train_loss": 3.0, "dev": {"CIDEr-D": 0.3}},
+            {"epoch": 2, "stage": "finetune", "train_loss": 2.9, "dev": {"CIDEr-D": 0.4}}]
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "history.json").write_text(json.dumps(hist))
+    out = tmp_path / "cmp.png"
+    plots.main([str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "A", "B", "--out", str(out)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit, match="no history.json"):
+        plots.main([str(tmp_path), "--out", str(out)])
+
+
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_data, tmp_path):
     cache = tmp_path / "f.safetensors"
     full = main(run_args(tiny_data, tmp_path / "a", cache, epochs=3, patience=9, finetune_epochs=0))

@@ -1,6 +1,12 @@
-"""Figures a person would rather look at than read: training curves and attention maps."""
+"""Figures a person would rather look at than read: training curves, several runs' dev curves
+side by side, and attention maps.
+
+    python -m captioner.plots runs/recipe runs/ss --labels recipe "scheduled sampling" --out levers.png
+"""
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 
 import matplotlib
@@ -32,6 +38,25 @@ def plot_history(history: list[dict], path: str | Path) -> None:
     b.set_xlabel("epoch"), b.set_ylabel("score"), b.grid(alpha=0.3), b.legend()
     for ax in (a, b):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_runs(histories: dict[str, list[dict]], path: str | Path, metric: str = "CIDEr-D") -> None:
+    """Dev ``metric`` per epoch for several runs on one axis (label -> history), so levers can be
+    compared at a glance; fine-tuning epochs are drawn as squares."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, history in histories.items():
+        xe = [h for h in history if h.get("stage") != "scst"]
+        line, = ax.plot([h["epoch"] for h in xe], [h["dev"][metric] for h in xe], "-", label=label)
+        ft = [h for h in xe if h.get("stage") == "finetune"]
+        fr = [h for h in xe if h.get("stage") != "finetune"]
+        ax.plot([h["epoch"] for h in fr], [h["dev"][metric] for h in fr], "o", color=line.get_color(), ms=4)
+        ax.plot([h["epoch"] for h in ft], [h["dev"][metric] for h in ft], "s", color=line.get_color(), ms=6)
+    ax.set_xlabel("epoch (circles: frozen encoder, squares: fine-tuning)"), ax.set_ylabel(f"dev {metric}")
+    ax.grid(alpha=0.3), ax.legend()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -74,3 +99,27 @@ def attention_overlay(image, attention_row, alpha: float = 0.5):
     heat = Image.fromarray((m * 255).astype(np.uint8)).resize(img.size, Image.BILINEAR)
     colours = (matplotlib.colormaps["jet"](np.asarray(heat) / 255.0)[..., :3] * 255).astype(np.uint8)
     return Image.blend(img, Image.fromarray(colours), alpha)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Compare the dev curves of training runs (their history.json).")
+    ap.add_argument("runs", nargs="+", help="run folders written by 'captioner train'")
+    ap.add_argument("--labels", nargs="+", default=None, help="one legend label per run (default: folder names)")
+    ap.add_argument("--metric", default="CIDEr-D", help="dev metric to draw")
+    ap.add_argument("--out", required=True, help="image file to write")
+    args = ap.parse_args(argv)
+    labels = args.labels or [Path(r).name for r in args.runs]
+    if len(labels) != len(args.runs):
+        raise SystemExit(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
+    histories = {}
+    for label, run in zip(labels, args.runs):
+        f = Path(run) / "history.json"
+        if not f.is_file():
+            raise SystemExit(f"{run}: no history.json (is it a 'captioner train' run folder?)")
+        histories[label] = json.loads(f.read_text())
+    plot_runs(histories, args.out, args.metric)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

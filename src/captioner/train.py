@@ -111,7 +111,7 @@ def sample_prob(args, epoch: int) -> float:
     if args.scheduled_sampling <= 0 or epoch < args.scheduled_sampling_start:
         return 0.0
     steps = epoch - args.scheduled_sampling_start + 1
-    return min(args.scheduled_sampling, steps * args.scheduled_sampling_increase)
+    return round(min(args.scheduled_sampling, steps * args.scheduled_sampling_increase), 6)
 
 
 def default_cache(args, digest: str = "") -> Path:
