@@ -49,10 +49,8 @@ def plot_runs(histories: dict[str, list[dict]], path: str | Path, metric: str = 
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, history in histories.items():
         xe = [h for h in history if h.get("stage") != "scst"]
-        line, = ax.plot([h["epoch"] for h in xe], [h["dev"][metric] for h in xe], "-", label=label)
+        line, = ax.plot([h["epoch"] for h in xe], [h["dev"][metric] for h in xe], "o-", ms=4, label=label)
         ft = [h for h in xe if h.get("stage") == "finetune"]
-        fr = [h for h in xe if h.get("stage") != "finetune"]
-        ax.plot([h["epoch"] for h in fr], [h["dev"][metric] for h in fr], "o", color=line.get_color(), ms=4)
         ax.plot([h["epoch"] for h in ft], [h["dev"][metric] for h in ft], "s", color=line.get_color(), ms=6)
     ax.set_xlabel("epoch (circles: frozen encoder, squares: fine-tuning)"), ax.set_ylabel(f"dev {metric}")
     ax.grid(alpha=0.3), ax.legend()

@@ -217,6 +217,7 @@ def main(args):
     for epoch in range(start_epoch, total_epochs + 1):
         finetune = args.epochs < epoch <= xe_epochs
         scst = epoch > xe_epochs
+        p_sample = 0.0 if scst else sample_prob(args, epoch)
         if not finetune and not scst and stale >= args.patience:
             print(f"early stop: dev CIDEr-D has not improved for {stale} epochs")
             continue
@@ -257,8 +258,7 @@ def main(args):
                 for b in length_bucketed_batches(lengths, args.batch_size, g))
             n_batches = math.ceil(len(pairs) / args.batch_size)
             loss = train_one_epoch(model, _Sized(batches, n_batches), opt, dec_params, args.label_smoothing,
-                                   args.att_reg, desc=f"epoch {epoch} (frozen encoder)",
-                                   sample_prob=sample_prob(args, epoch))
+                                   args.att_reg, desc=f"epoch {epoch} (frozen encoder)", sample_prob=p_sample)
         else:
             if epoch == args.epochs + 1 and best_path.is_file():  # start fine-tuning from the best model
                 shutil.copyfile(best_path, out / "best_frozen.safetensors")  # kept for the ablation
@@ -268,8 +268,7 @@ def main(args):
             loader = finetune_loader(ds, train_names, vocab, model.preprocess, args, g)
             loss = train_one_epoch(model, _Sized((({"images": x}, c) for x, c in loader), len(loader)),
                                 _Multi(optimizers), dec_params + enc_params, args.label_smoothing,
-                                args.att_reg, desc=f"epoch {epoch} (fine-tuning)",
-                                sample_prob=sample_prob(args, epoch))
+                                args.att_reg, desc=f"epoch {epoch} (fine-tuning)", sample_prob=p_sample)
             model.encoder.set_trainable(0)
             model.eval()
             new = extract_features(model.encoder, [ds.image_dir / n for n in dev_names], workers=args.workers,
@@ -284,7 +283,7 @@ def main(args):
         entry = {"epoch": epoch, "stage": "scst" if scst else "finetune" if finetune else "frozen",
                  "train_loss": loss, "dev": scores, "seconds": round(time.time() - t0, 1)}
         if not scst and args.scheduled_sampling > 0:
-            entry["sample_prob"] = sample_prob(args, epoch)
+            entry["sample_prob"] = p_sample
         if scst:
             entry["train_reward"] = r["reward"]
         history.append(entry)
