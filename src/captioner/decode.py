@@ -1,9 +1,18 @@
-"""Batched caption generation: greedy (beam size 1) and beam search, one code path.
+"""Batched caption generation: greedy (beam size 1), beam search and constrained beam search,
+one code path.
 
 Every image of a batch carries ``beam_size`` rows through ``decoder.step()``; finished
 beams keep their score and only emit <end>.  Hypotheses are ranked by
 ``log P / length ** length_penalty`` (0 = raw log-probability, 1 = mean per word, the default).
 The attention weights of each kept word are returned for plotting.
+
+Constrained beam search (Anderson et al. 2017, "Guided Open Vocabulary Image Captioning with
+Constrained Beam Search"; the nocaps baseline's decoder): ``required[b]`` is a set of word ids of
+which image b's caption must contain one (a word and its plural, say).  The constraint is a
+finite-state machine with two states, "not yet" and "done"; each state keeps its own
+``beam_size`` beams, a beam moves to "done" by emitting a required word, and the caption comes
+from the best finished beam of "done".  Without constraints there is one state and the search
+is plain beam search, the same arithmetic as before.
 """
 from __future__ import annotations
 
@@ -44,10 +53,14 @@ def block_repeats(logp: torch.Tensor, tokens: torch.Tensor, n: int) -> None:
 @torch.inference_mode()
 def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None = None,
              length_penalty: float = DEFAULT_LENGTH_PENALTY, n_best: int = 1,
-             no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM) -> list[list[Hypothesis]]:
+             no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM,
+             required: list | None = None) -> list[list[Hypothesis]]:
     """feats [B, L, D] (``model.encode(images)``) -> for each image its ``n_best`` hypotheses;
     for an ``ensemble.Ensemble``, a list with one such grid per member.
-    ``no_repeat_ngram=n`` forbids any word that would repeat an n-gram of the same caption."""
+    ``no_repeat_ngram=n`` forbids any word that would repeat an n-gram of the same caption.
+    ``required``: per image, None or a collection of word ids one of which the caption must
+    contain (constrained beam search); an image whose constraint cannot be met within
+    ``max_len`` words gets an empty list."""
     dec, vocab_size = model.decoder, model.cfg.vocab_size
     max_len = max_len or model.cfg.max_len
     dtype = next(dec.parameters()).dtype  # the decoder's precision (runtime.py)
@@ -58,18 +71,34 @@ def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None
         feats = first = feats.to(dtype)
     B, K, device = first.size(0), beam_size, first.device
     n_best = min(n_best, K)
+    start, end = 1, 2
+    # the constraint automaton: S states of K beams each, rows image-major [image, state, beam]
+    constrained = required is not None and any(r for r in required)
+    S = 2 if constrained else 1
+    R = S * K                                # rows per image
+    trans = None                             # [n, S_from, S_to, V]: 0 where a word moves between states
+    if constrained:
+        req = torch.zeros(B, vocab_size, dtype=torch.bool, device=device)
+        for b, r in enumerate(required):
+            if r:
+                req[b, list(r)] = True
+        has_req = req.any(1)
+        ninf = float("-inf")
+        trans = torch.full((B, S, S, vocab_size), ninf, device=device)
+        trans[:, 0, 0] = torch.where(req, ninf, 0.0)   # "not yet" stays with any other word
+        trans[:, 0, 1] = torch.where(req, 0.0, ninf)   # a required word moves it to "done"
+        trans[:, 1, 1] = 0.0                            # "done" stays done
     state, memory = dec.init_state(feats)
-    rows = torch.arange(B, device=device).repeat_interleave(K)  # row -> image
+    rows = torch.arange(B, device=device).repeat_interleave(R)  # row -> image
     state = tuple(s[rows] for s in state)  # memory stays one entry per image, shared by its beams
 
-    start, end = 1, 2
     banned = torch.tensor(NEVER_GENERATED, device=device)
-    words = torch.full((B * K,), start, dtype=torch.long, device=device)
-    scores = torch.full((B, K), float("-inf"), device=device)
+    words = torch.full((B * R,), start, dtype=torch.long, device=device)
+    scores = torch.full((B, R), float("-inf"), device=device)
     scores[:, 0] = 0.0                       # all beams start identical: keep one alive
-    lengths = torch.zeros(B, K, device=device)
-    done = torch.zeros(B, K, dtype=torch.bool, device=device)
-    tokens = torch.zeros(B, K, 0, dtype=torch.long, device=device)
+    lengths = torch.zeros(B, R, device=device)
+    done = torch.zeros(B, R, dtype=torch.bool, device=device)
+    tokens = torch.zeros(B, R, 0, dtype=torch.long, device=device)
     alphas = None
     images = torch.arange(B)                 # original index of each image still being decoded
     final = [None] * B                       # (scores, lengths, tokens, alphas) once an image is done
@@ -79,29 +108,48 @@ def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None
         logits, state, alpha = dec.step(words, state, memory)
         logp = logits.float().log_softmax(-1)
         logp[:, banned] = float("-inf")
-        logp = logp.view(n, K, vocab_size)
+        logp = logp.view(n, R, vocab_size)
         if no_repeat_ngram:
             block_repeats(logp, tokens, no_repeat_ngram)
+        if constrained:
+            # a caption may not end before it has met its constraint
+            logp[:, :K, end] = torch.where(has_req.unsqueeze(1), float("-inf"), logp[:, :K, end])
         # a finished beam may only continue with <end> at no cost
         fin = torch.full_like(logp[0, 0], float("-inf"))
         fin[end] = 0.0
         logp = torch.where(done.unsqueeze(2), fin, logp)
-        cand = (scores.unsqueeze(2) + logp).view(n, K * vocab_size)
-        scores, idx = cand.topk(K, dim=1)
-        origin, word = idx // vocab_size, idx % vocab_size
-        gather = (origin + torch.arange(n, device=device).unsqueeze(1) * K).view(-1)
+        total = scores.unsqueeze(2) + logp                                 # [n, R, V]
+        if constrained:
+            # each target state chooses its K beams among every (source beam, word) that leads to it
+            total = total.view(n, S, 1, K, vocab_size) + trans.unsqueeze(3)   # [n, S_from, S_to, K, V]
+            cand = total.transpose(1, 2).reshape(n, S, R * vocab_size)
+        else:
+            cand = total.view(n, 1, R * vocab_size)
+        scores, idx = cand.topk(K, dim=2)                                  # [n, S, K]
+        scores, idx = scores.view(n, R), idx.view(n, R)
+        origin, word = idx // vocab_size, idx % vocab_size                 # source row within the image
+        gather = (origin + torch.arange(n, device=device).unsqueeze(1) * R).view(-1)
         state = tuple(s[gather] for s in state)
         prev_done = done.gather(1, origin)
         lengths = lengths.gather(1, origin) + (~prev_done).float()
         tokens = torch.cat([tokens.gather(1, origin.unsqueeze(2).expand_as(tokens)),
                             word.unsqueeze(2)], 2)
         if alpha is not None:
-            a = alpha.view(n, K, 1, -1)
+            a = alpha.view(n, R, 1, -1)
             alphas = a if alphas is None else torch.cat(
-                [alphas.gather(1, origin.view(n, K, 1, 1).expand_as(alphas)), a], 2)
+                [alphas.gather(1, origin.view(n, R, 1, 1).expand_as(alphas)), a], 2)
         done = prev_done | (word == end)
         words = word.view(-1)
-        finished = done.all(1) if step < max_len else torch.ones(n, dtype=torch.bool)
+        # rows with no live hypothesis (a "done" state not reached yet) do not hold an image back
+        settled = done | torch.isinf(scores)
+        finished = settled.all(1)
+        if constrained:
+            # a constrained image is done once its "done" state holds only ended beams: its
+            # "not yet" beams may not end and would otherwise run to max_len
+            met = settled[:, K:].all(1) & torch.isfinite(scores[:, K:]).any(1)
+            finished = torch.where(has_req, met, finished)
+        if step == max_len:
+            finished = torch.ones(n, dtype=torch.bool)
         for j in (finished & ~recorded).nonzero().flatten().tolist():
             final[int(images[j])] = (scores[j], lengths[j], tokens[j], alphas[j] if alphas is not None else None)
         recorded = finished
@@ -112,9 +160,11 @@ def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None
             # still being decoded; done in bulk (a quarter at a time) because copying the memory is
             # itself a cost
             keep = ~recorded
-            rows = keep.repeat_interleave(K)
+            rows = keep.repeat_interleave(R)
             images, scores, lengths, done, tokens = images[keep], scores[keep], lengths[keep], done[keep], tokens[keep]
             alphas = alphas[keep] if alphas is not None else None
+            trans = trans[keep] if trans is not None else None
+            has_req = has_req[keep] if constrained else None
             state = tuple(s[rows] for s in state)
             memory = tuple(m[keep] for m in memory) if memory is not None else None
             words, recorded = words[rows], recorded[keep]
@@ -122,10 +172,19 @@ def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None
     results = []
     for b in range(B):
         sc, ln, tk, al = final[b]
+        if constrained and required[b]:
+            # only the "done" state's finished beams meet the constraint
+            sc, ln, tk = sc[K:], ln[K:], tk[K:]
+            al = al[K:] if al is not None else None
+        elif constrained:
+            sc, ln, tk = sc[:K], ln[:K], tk[:K]
+            al = al[:K] if al is not None else None
         norm = sc / ln.clamp(min=1).pow(length_penalty)
         hyps = []
         for k in norm.argsort(descending=True)[:n_best].tolist():
             seq = tk[k].tolist()
+            if not torch.isfinite(sc[k]):
+                continue                     # the constraint was never met
             m = seq.index(end) if end in seq else len(seq)
             att = al[k, :m].float().cpu() if al is not None else None
             hyps.append(Hypothesis(seq[:m], float(sc[k]), float(norm[k]), att))
