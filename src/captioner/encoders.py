@@ -240,3 +240,22 @@ def build_encoder(name: str = "efficientnet_lite2", pretrained: bool = True,
         raise ValueError(f"unknown encoder '{name}'; choose one of {', '.join(ENCODERS)}")
     weights_path = weights_path or os.environ.get("CAPTIONER_ENCODER_WEIGHTS") or None
     return ENCODERS[name](pretrained, weights_path, image_size)
+
+
+def imagenet_head(name: str, weights_path: str | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The ImageNet classifier that sat on this encoder's pooled grid when it was pre-trained:
+    (weight [1000, C], bias [1000]), from the same weights file as the trunk, or None for an
+    encoder whose classifier does not act on the pooled grid (VGG-16's follows its fc layers).
+    Used once, by ``calibrate.py``, to store the head in a model file for tagging."""
+    weights_path = weights_path or os.environ.get("CAPTIONER_ENCODER_WEIGHTS") or None
+    if name == "efficientnet_lite2":
+        src = torch.load(weights_path, map_location="cpu", weights_only=True) if weights_path else _lite2_weights()
+        w, b = list(src.values())[-2:]   # the classifier is the file's last two tensors (positional map above)
+    elif name == "resnet50":
+        sd = torch.load(find_torchvision_weights(name, weights_path), map_location="cpu", weights_only=True)
+        w, b = sd["fc.weight"], sd["fc.bias"]
+    else:
+        return None
+    if tuple(w.shape) != (1000, CHANNELS[name]):
+        raise ValueError(f"{name}: ImageNet head of shape {tuple(w.shape)}, expected (1000, {CHANNELS[name]})")
+    return w.float(), b.float()
