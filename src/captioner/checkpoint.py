@@ -6,11 +6,16 @@ model config and the vocabulary as JSON.  Writes go to a temporary file that is 
 over the target, so a crash or a full disk never leaves a half-written checkpoint.
 Loading accepts only safetensors: a pickle (``torch.save``) file is refused unread.
 
+A calibrated model file also holds what the model knows of its own limits (ImageNet head,
+out-of-domain statistics, confidence calibration; ``knowledge.py``) as ``knowledge.*`` tensors
+and a ``knowledge`` JSON header entry, added by ``save_knowledge``.
+
 Training state for ``--resume`` (optimizer moments, epoch, history, RNG) is a second
 safetensors file written the same way.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -25,6 +30,7 @@ from .vocab import Vocab
 
 FORMAT = "captioner/1"
 DEFAULT_MODEL = Path(__file__).parent / "weights" / "default.safetensors"
+KNOWLEDGE = "knowledge."
 
 
 class CheckpointError(ValueError):
@@ -97,7 +103,7 @@ def load_model(path=None, device: str | torch.device = "cpu", encoder_weights: s
     vocab = Vocab.from_json(md["vocab"])
     has_encoder = json.loads(md.get("has_encoder", "false"))
     model = CaptionModel(cfg, pretrained_encoder=not has_encoder, encoder_weights=encoder_weights)
-    sd = load_file(str(path))
+    sd = {k: v for k, v in load_file(str(path)).items() if not k.startswith(KNOWLEDGE)}
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [k for k in missing if has_encoder or not k.startswith("encoder.")]
     if missing or unexpected:
@@ -107,6 +113,40 @@ def load_model(path=None, device: str | torch.device = "cpu", encoder_weights: s
         raise CheckpointError(f"{path}: vocabulary has {len(vocab)} words, config says {cfg.vocab_size}")
     model.float().to(device).eval()
     return model, vocab, json.loads(md.get("meta", "{}"))
+
+
+def save_knowledge(path, tensors: dict, info: dict, out=None) -> None:
+    """Rewrite the model file ``path`` (or write ``out``) with ``tensors`` (names starting with
+    ``knowledge.``) and ``info`` added, replacing any earlier ones; atomic like every write."""
+    path = Path(path)
+    md = read_header(path)
+    if any(not k.startswith(KNOWLEDGE) for k in tensors):
+        raise ValueError(f"knowledge tensors must be named {KNOWLEDGE}*")
+    kept = {k: v for k, v in load_file(str(path)).items() if not k.startswith(KNOWLEDGE)}
+    dtype = next((v.dtype for k, v in kept.items() if v.is_floating_point()), torch.float32)
+    kept.update({k: (v.to(dtype) if v.is_floating_point() else v).cpu() for k, v in tensors.items()})
+    atomic_save(kept, out or path, {**md, "knowledge": json.dumps(info)})
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """Short hash of a module's weights: tells a cache made by a fine-tuned encoder from another."""
+    h = hashlib.sha1()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_knowledge(path=None) -> tuple[dict, dict] | None:
+    """-> (the ``knowledge.*`` tensors in fp32, their JSON info), or None for a model file that
+    was never calibrated."""
+    path = Path(path) if path else DEFAULT_MODEL
+    md = read_header(path)
+    if "knowledge" not in md:
+        return None
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k).float() for k in f.keys() if k.startswith(KNOWLEDGE)}
+    return tensors, json.loads(md["knowledge"])
 
 
 # ---------------------------------------------------------------- training state

@@ -8,7 +8,6 @@ keyed by image name, so epochs of the frozen stage cost decoder time only.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -48,15 +47,6 @@ def extract_features(encoder: Encoder, paths: list[Path], batch_size: int = 32, 
         g = encoder(x.contiguous(memory_format=torch.channels_last))
         out.append(g.flatten(2).transpose(1, 2).to(torch.float16))
     return torch.cat(out)
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    """Short hash of a module's weights: tells a cache made by a fine-tuned encoder from another."""
-    h = hashlib.sha1()
-    for k, v in module.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def save_features(path: str | Path, names: list[str], feats: torch.Tensor, meta: dict) -> None:

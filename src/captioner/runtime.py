@@ -123,7 +123,7 @@ class OnnxEncoder:
     def __init__(self, encoder, threads: int | None = None, cache: Path | None = None):
         import onnxruntime as ort
 
-        from .features import weights_digest
+        from .checkpoint import weights_digest
 
         size = encoder.preprocess.size
         path = (cache or cache_dir() / "onnx") / f"{encoder.name}_{size}_{weights_digest(encoder)}.onnx"
@@ -171,6 +171,8 @@ def add_arguments(ap) -> None:
                     help="decoder matrix products: bf16 (fast on CPUs with AMX), fp32, or auto")
     ap.add_argument("--no-repeat-ngram", type=int, default=DEFAULT_NO_REPEAT_NGRAM,
                     help="forbid repeating any n-gram of this length within a caption (0: off)")
+    ap.add_argument("--no-guidance", action="store_true",
+                    help="never guide a caption with an ImageNet tag's word (constrained beam search)")
 
 
 def make_encoder(encoder, backend: str = "auto", device: torch.device = torch.device("cpu")):

@@ -30,7 +30,8 @@ from tqdm import tqdm
 from . import checkpoint
 from .data import load_dataset, tokenize
 from .decode import DEFAULT_LENGTH_PENALTY, DEFAULT_NO_REPEAT_NGRAM, generate
-from .features import ImageFiles, extract_features, load_features, save_features, weights_digest
+from .checkpoint import weights_digest
+from .features import ImageFiles, extract_features, load_features, save_features
 from .scst import reward_scorer, scst_one_epoch
 from .encoders import CHANNELS
 from .metrics import score_all
