@@ -6,6 +6,10 @@
     for path, result in model.caption_paths(["a.jpg", "b.png"]):   # batched, errors per image
         ...
     model, preprocess = captioner.load(with_preprocess=True)   # CLIP-style
+
+Every Caption also says what the model knows of its limits (``knowledge.py``, stored in the
+model file): ``in_domain``, ``confidence``, ``tags``, ``guided`` (the word a guided caption was
+required to contain) and ``alt_text`` (``alttext.py``).
 """
 from __future__ import annotations
 
@@ -16,11 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from . import checkpoint
+from . import alttext, checkpoint
 from .decode import DEFAULT_LENGTH_PENALTY, DEFAULT_NO_REPEAT_NGRAM, generate
 from .ensemble import Ensemble
 from .images import ImageError, open_image
+from .knowledge import Knowledge
 from .runtime import bf16_matmuls, make_encoder, resolve_precision
+from .tags import Tag
 
 
 @dataclass
@@ -31,9 +37,19 @@ class Caption:
     beams: list[tuple[str, float]] = field(default_factory=list)  # (text, score), best first
     attention: torch.Tensor | None = None          # [len(words), grid cells], attention decoder only
     grid: int = 0                                  # side of the attention grid
+    alt_text: str = ""                             # the text recommended for an alt attribute
+    in_domain: bool | None = None                  # resembles the training photos (None: model not calibrated)
+    confidence: float | None = None                # calibrated P(caption acceptable)
+    tags: list[Tag] = field(default_factory=list)  # top ImageNet classes, most probable first
+    guided: str | None = None                      # the word a guided caption had to contain
+    domain_distance: float | None = None           # distance to the nearest training photos
 
     def to_dict(self) -> dict:
-        d = {"caption": self.text, "score": round(self.score, 4)}
+        d = {"caption": self.text, "score": round(self.score, 4), "alt_text": self.alt_text,
+             "in_domain": self.in_domain,
+             "confidence": None if self.confidence is None else round(self.confidence, 4),
+             "tags": [t.to_dict() for t in self.tags], "guided": self.guided,
+             "domain_distance": None if self.domain_distance is None else round(self.domain_distance, 4)}
         if len(self.beams) > 1:
             d["beams"] = [{"caption": t, "score": round(s, 4)} for t, s in self.beams]
         return d
@@ -65,7 +81,7 @@ class Captioner:
 
     def __init__(self, path=None, device: str = "cpu", beam_size: int = 3, length_penalty: float = DEFAULT_LENGTH_PENALTY,
                  encoder_weights: str | None = None, backend: str = "auto", precision: str = "auto",
-                 no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM):
+                 no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM, knowledge: bool = True, guidance: bool = True):
         self.device = torch.device(device)
         # several checkpoints caption as one ensemble (ensemble.py); the first sets the preprocessing
         paths = list(path) if isinstance(path, (list, tuple)) else [path]
@@ -91,6 +107,10 @@ class Captioner:
         self.beam_size, self.length_penalty, self.no_repeat_ngram = beam_size, length_penalty, no_repeat_ngram
         self.paths = [Path(p) if p else checkpoint.DEFAULT_MODEL for p in paths]
         self.path = self.paths[0]
+        # the first member's file says what the model knows of its limits; read, never recomputed
+        stored = checkpoint.load_knowledge(self.path) if knowledge else None
+        self.knowledge = Knowledge.from_file(*stored, self.vocab) if stored else None
+        self.guidance = guidance      # guided captions where the knowledge allows them (knowledge.py)
 
     def _grids(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Preprocessed images -> one feature grid per member; a member with another input size
@@ -115,15 +135,53 @@ class Captioner:
         side = grids[0].size(-1)
         feats = [g.flatten(2).transpose(1, 2) for g in grids]
         feats = feats[0] if len(feats) == 1 else feats
-        out = []
-        for hyps in generate(self.decoding, feats, k, length_penalty=self.length_penalty, n_best=max(n_best, 1),
-                             no_repeat_ngram=self.no_repeat_ngram):
-            best = hyps[0]
-            words = self.vocab.decode(best.tokens)
-            out.append(Caption(" ".join(words), words, best.score,
-                               [(" ".join(self.vocab.decode(h.tokens)), h.score) for h in hyps],
-                               best.attention, side))
+        decode = dict(length_penalty=self.length_penalty, n_best=max(n_best, 1), no_repeat_ngram=self.no_repeat_ngram)
+        results = generate(self.decoding, feats, k, **decode)
+        kn = self.knowledge
+        if kn is None:
+            return [self._caption(hyps, side) for hyps in results]
+        # the ImageNet head and the domain check run on the pooled grid already computed
+        probs, dist, in_domain = kn.assess(grids[0].mean((2, 3)))
+        required = kn.required_words(probs, in_domain, [h[0].tokens for h in results])
+        guided = [None] * len(results)
+        todo = [i for i, r in enumerate(required) if r] if self.guidance else []
+        if todo:  # only the images that may be guided are decoded again, under their constraint
+            sub = [f[todo] for f in feats] if isinstance(feats, list) else feats[todo]
+            for i, hyps in zip(todo, generate(self.decoding, sub, k, required=[required[i] for i in todo], **decode)):
+                if hyps and kn.accept_guided(results[i][0].score, hyps[0].score):
+                    results[i] = hyps
+                    guided[i] = next(self.vocab.itos[t] for t in hyps[0].tokens if t in required[i])
+        out = [self._caption(hyps, side) for hyps in results]
+        top = kn.tagger.top(probs, 5)
+        conf = kn.confidence([c.score for c in out], [len(c.words) for c in out], dist, probs.max(1).values)
+        for i, c in enumerate(out):
+            c.tags, c.guided, c.in_domain = top[i], guided[i], bool(in_domain[i])
+            c.domain_distance = float(dist[i])
+            c.confidence = float(conf[i]) if conf is not None else None
+            c.alt_text = alttext.compose(c.text, c.in_domain, c.confidence, c.tags)
         return out
+
+    def _caption(self, hyps, side: int) -> Caption:
+        best = hyps[0]
+        words = self.vocab.decode(best.tokens)
+        text = " ".join(words)
+        return Caption(text, words, best.score, [(" ".join(self.vocab.decode(h.tokens)), h.score) for h in hyps],
+                       best.attention, side, alt_text=alttext.compose(text, None, None, []))
+
+    @torch.inference_mode()
+    def pooled_features(self, paths, batch_size: int = 32):
+        """Yield (path, pooled encoder features [D] or an error message): the encoder only, for
+        calibration (``calibrate.py``)."""
+        paths = list(paths)
+        loader = DataLoader(_Files(paths, self.preprocess), batch_size=batch_size, collate_fn=_collate)
+        for batch in loader:
+            good = [(i, x) for i, x, err in batch if err is None]
+            pooled = {}
+            if good:
+                g = self._grids(torch.stack([x for _, x in good]))[0].mean((2, 3)).float().cpu()
+                pooled = {i: p for (i, _), p in zip(good, g)}
+            for i, _, err in batch:
+                yield paths[i], pooled.get(i, err)
 
     def caption(self, images, beam_size: int | None = None, n_best: int = 1):
         """A path, PIL image, or a list of them -> Caption (or a list). Raises ImageError."""

@@ -56,10 +56,30 @@ def caption_one(cap: Captioner, name: str, data: bytes, beam_size: int, n_best: 
     return img, result, time.perf_counter() - t0
 
 
+def show_knowledge(result) -> None:
+    """Flag, confidence, alt text and tags: what the model knows of its own limits."""
+    if result.in_domain is None:
+        st.caption("This model file is not calibrated: no domain flag, confidence or tags.")
+        return
+    if result.in_domain:
+        st.success("In domain: this photo resembles the photos the model learned from.")
+    else:
+        st.warning("Out of domain: this image is unlike the photos the model learned from, so the "
+                   "caption is likely wrong. The alt text below does not use it.")
+    st.metric("Confidence that the caption is acceptable", f"{result.confidence:.0%}")
+    st.markdown("**Recommended alt text**")
+    st.code(result.alt_text, language=None)
+    if result.guided:
+        st.caption(f"Guided caption: the ImageNet tag asked for the word “{result.guided}”.")
+    st.markdown("**ImageNet tags**")
+    st.table([{"tag": t.name, "probability": round(t.prob, 3)} for t in result.tags])
+
+
 def show_result(key: str, name: str, img, result, seconds: float, show_attention: bool):
     st.subheader(result.text.capitalize() + ".")
     left, right = st.columns([3, 2])
     with right:
+        show_knowledge(result)
         st.caption(f"{name} · {seconds * 1000:.0f} ms · beam score {result.score:.3f}")
         if len(result.beams) > 1:
             st.markdown("**Top beams**")

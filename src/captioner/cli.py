@@ -1,6 +1,6 @@
 """The ``captioner`` command: caption, train, evaluate. Thin: parse, call the library, print.
 
-    captioner caption photo.jpg                  # the shipped model, offline
+    captioner caption photo.jpg                  # alt text from the shipped model, offline
     captioner caption photos/ "more/*.png" --format jsonl --beam-size 5
     captioner train --out runs/main --epochs 12 --finetune-epochs 2
     captioner evaluate --split test
@@ -24,7 +24,8 @@ def _caption(args) -> int:
     paths = expand_inputs(args.paths)
     try:
         cap = Captioner(args.model, beam_size=args.beam_size, length_penalty=args.length_penalty,
-                        backend=args.backend, precision=args.precision, no_repeat_ngram=args.no_repeat_ngram)
+                        backend=args.backend, precision=args.precision, no_repeat_ngram=args.no_repeat_ngram,
+                        guidance=not args.no_guidance)
     except (OSError, ValueError) as e:
         print(f"captioner: error: {e}", file=sys.stderr)
         return 2
@@ -44,7 +45,11 @@ def _caption(args) -> int:
         if args.format == "jsonl":
             print(json.dumps({"image": str(path), **res.to_dict()}), flush=True)
         else:
-            line = res.text if not many else f"{path}\t{res.text}"
+            # text mode prints the recommended alt text, marked when the photo is out of domain
+            text = res.alt_text if not args.caption_only else res.text
+            if res.in_domain is False and not args.caption_only:
+                text = "[out of domain] " + text
+            line = text if not many else f"{path}\t{text}"
             if args.n_best > 1:
                 line += "".join(f"\n  {s:.3f}  {t}" for t, s in res.beams)
             print(line, flush=True)
@@ -84,7 +89,10 @@ def main(argv=None) -> int:
     p.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY, help="beam score = logP / length**this")
     p.add_argument("--n-best", type=int, default=1, help="also show this many top beams with their scores")
     p.add_argument("--format", choices=["text", "jsonl"], default="text",
-                   help="text, or one JSON object per line with image and caption (or error)")
+                   help="text (the alt text), or one JSON object per line with image, caption, alt_text, "
+                        "in_domain, confidence, tags (or error)")
+    p.add_argument("--caption-only", action="store_true",
+                   help="text mode: print the model's caption instead of the recommended alt text")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
     # 0 by default: on 2 cores a worker process competes with the encoder and measured slower
     # (benchmarks/bench_inference.py: 70 vs 56 images/s on 224-px photos, 55 vs 45 on 500-px ones)

@@ -92,10 +92,11 @@ class CiderD:
                 norm[k - 1] += w * w
         return v, [math.sqrt(x) for x in norm], len(tokens)
 
-    def score(self, cand: list[str], i: int) -> float:
-        """CIDEr-D of one candidate against reference set ``i``."""
+    def score(self, cand: list[str], i: int, leave_out: int | None = None) -> float:
+        """CIDEr-D of one candidate against reference set ``i`` (without its reference
+        ``leave_out``: how a human caption is scored against the others)."""
         vc, nc, lc = self._vec(cand)
-        rs = self.refs[i]
+        rs = [r for j, r in enumerate(self.refs[i]) if j != leave_out]
         score = [0.0] * self.n
         for vr, nr, lr in rs:
             penalty = math.exp(-((lc - lr) ** 2) / (2 * self.sigma ** 2))
