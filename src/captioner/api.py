@@ -136,21 +136,30 @@ class Captioner:
         feats = [g.flatten(2).transpose(1, 2) for g in grids]
         feats = feats[0] if len(feats) == 1 else feats
         decode = dict(length_penalty=self.length_penalty, n_best=max(n_best, 1), no_repeat_ngram=self.no_repeat_ngram)
-        results = generate(self.decoding, feats, k, **decode)
         kn = self.knowledge
         if kn is None:
-            return [self._caption(hyps, side) for hyps in results]
+            return [self._caption(hyps, side) for hyps in generate(self.decoding, feats, k, **decode)]
         # the ImageNet head and the domain check run on the pooled grid already computed
         probs, dist, in_domain = kn.assess(grids[0].mean((2, 3)))
-        required = kn.required_words(probs, in_domain, [h[0].tokens for h in results])
-        guided = [None] * len(results)
-        todo = [i for i, r in enumerate(required) if r] if self.guidance else []
-        if todo:  # only the images that may be guided are decoded again, under their constraint
-            sub = [f[todo] for f in feats] if isinstance(feats, list) else feats[todo]
-            for i, hyps in zip(todo, generate(self.decoding, sub, k, required=[required[i] for i in todo], **decode)):
-                if hyps and kn.accept_guided(results[i][0].score, hyps[0].score):
-                    results[i] = hyps
-                    guided[i] = next(self.vocab.itos[t] for t in hyps[0].tokens if t in required[i])
+        cand = kn.candidates(probs, in_domain) if self.guidance else [None] * len(probs)
+        todo = [i for i, r in enumerate(cand) if r]
+        rest = [i for i, r in enumerate(cand) if not r]
+        results, guided = [None] * len(probs), [None] * len(probs)
+
+        def rows(idx):
+            return [f[idx] for f in feats] if isinstance(feats, list) else feats[idx]
+
+        if rest:
+            for i, hyps in zip(rest, generate(self.decoding, rows(rest), k, **decode)):
+                results[i] = hyps
+        if todo:  # the images that may be guided: plain and guided search in one pass
+            plain, constrained = generate(self.decoding, rows(todo), k, required=[cand[i] for i in todo],
+                                          also_unconstrained=True, **decode)
+            for i, p, g in zip(todo, plain, constrained):
+                results[i] = p
+                if g and not kn.already_named(probs[i], p[0].tokens) and kn.accept_guided(p[0].score, g[0].score):
+                    results[i] = g
+                    guided[i] = next(self.vocab.itos[t] for t in g[0].tokens if t in cand[i])
         out = [self._caption(hyps, side) for hyps in results]
         top = kn.tagger.top(probs, 5)
         conf = kn.confidence([c.score for c in out], [len(c.words) for c in out], dist, probs.max(1).values)

@@ -54,13 +54,16 @@ def block_repeats(logp: torch.Tensor, tokens: torch.Tensor, n: int) -> None:
 def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None = None,
              length_penalty: float = DEFAULT_LENGTH_PENALTY, n_best: int = 1,
              no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM,
-             required: list | None = None) -> list[list[Hypothesis]]:
+             required: list | None = None, also_unconstrained: bool = False):
     """feats [B, L, D] (``model.encode(images)``) -> for each image its ``n_best`` hypotheses;
     for an ``ensemble.Ensemble``, a list with one such grid per member.
     ``no_repeat_ngram=n`` forbids any word that would repeat an n-gram of the same caption.
     ``required``: per image, None or a collection of word ids one of which the caption must
     contain (constrained beam search); an image whose constraint cannot be met within
-    ``max_len`` words gets an empty list."""
+    ``max_len`` words gets an empty list.  ``also_unconstrained=True`` runs the plain beam search
+    in the same pass, as a third automaton state that ignores the constraint, and returns
+    ``(plain results, constrained results)``: the plain ones are exactly what a call without
+    ``required`` gives, for the cost of one decoding pass with more rows instead of two passes."""
     dec, vocab_size = model.decoder, model.cfg.vocab_size
     max_len = max_len or model.cfg.max_len
     dtype = next(dec.parameters()).dtype  # the decoder's precision (runtime.py)
@@ -74,7 +77,9 @@ def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None
     start, end = 1, 2
     # the constraint automaton: S states of K beams each, rows image-major [image, state, beam]
     constrained = required is not None and any(r for r in required)
-    S = 2 if constrained else 1
+    free = int(constrained and also_unconstrained)   # a state that ignores the constraint: plain beam search
+    N, D = free, free + 1                    # the "not yet" and "done" states
+    S = free + 2 if constrained else 1
     R = S * K                                # rows per image
     trans = None                             # [n, S_from, S_to, V]: 0 where a word moves between states
     if constrained:
@@ -85,9 +90,11 @@ def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None
         has_req = req.any(1)
         ninf = float("-inf")
         trans = torch.full((B, S, S, vocab_size), ninf, device=device)
-        trans[:, 0, 0] = torch.where(req, ninf, 0.0)   # "not yet" stays with any other word
-        trans[:, 0, 1] = torch.where(req, 0.0, ninf)   # a required word moves it to "done"
-        trans[:, 1, 1] = 0.0                            # "done" stays done
+        if free:
+            trans[:, 0, 0] = 0.0                        # the free state keeps to itself
+        trans[:, N, N] = torch.where(req, ninf, 0.0)   # "not yet" stays with any other word
+        trans[:, N, D] = torch.where(req, 0.0, ninf)   # a required word moves it to "done"
+        trans[:, D, D] = 0.0                            # "done" stays done
     state, memory = dec.init_state(feats)
     rows = torch.arange(B, device=device).repeat_interleave(R)  # row -> image
     state = tuple(s[rows] for s in state)  # memory stays one entry per image, shared by its beams
@@ -96,6 +103,8 @@ def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None
     words = torch.full((B * R,), start, dtype=torch.long, device=device)
     scores = torch.full((B, R), float("-inf"), device=device)
     scores[:, 0] = 0.0                       # all beams start identical: keep one alive
+    if free:
+        scores[:, N * K] = 0.0               # and one in "not yet"
     lengths = torch.zeros(B, R, device=device)
     done = torch.zeros(B, R, dtype=torch.bool, device=device)
     tokens = torch.zeros(B, R, 0, dtype=torch.long, device=device)
@@ -113,7 +122,8 @@ def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None
             block_repeats(logp, tokens, no_repeat_ngram)
         if constrained:
             # a caption may not end before it has met its constraint
-            logp[:, :K, end] = torch.where(has_req.unsqueeze(1), float("-inf"), logp[:, :K, end])
+            ny = slice(N * K, (N + 1) * K)
+            logp[:, ny, end] = torch.where(has_req.unsqueeze(1), float("-inf"), logp[:, ny, end])
         # a finished beam may only continue with <end> at no cost
         fin = torch.full_like(logp[0, 0], float("-inf"))
         fin[end] = 0.0
@@ -146,7 +156,9 @@ def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None
         if constrained:
             # a constrained image is done once its "done" state holds only ended beams: its
             # "not yet" beams may not end and would otherwise run to max_len
-            met = settled[:, K:].all(1) & torch.isfinite(scores[:, K:]).any(1)
+            met = settled[:, D * K:].all(1) & torch.isfinite(scores[:, D * K:]).any(1)
+            if free:
+                met &= settled[:, :K].all(1)     # and the plain search has ended too
             finished = torch.where(has_req, met, finished)
         if step == max_len:
             finished = torch.ones(n, dtype=torch.bool)
@@ -169,24 +181,23 @@ def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None
             memory = tuple(m[keep] for m in memory) if memory is not None else None
             words, recorded = words[rows], recorded[keep]
 
-    results = []
-    for b in range(B):
-        sc, ln, tk, al = final[b]
-        if constrained and required[b]:
-            # only the "done" state's finished beams meet the constraint
-            sc, ln, tk = sc[K:], ln[K:], tk[K:]
-            al = al[K:] if al is not None else None
-        elif constrained:
-            sc, ln, tk = sc[:K], ln[:K], tk[:K]
-            al = al[:K] if al is not None else None
+    def best(b: int, rows: slice) -> list[Hypothesis]:
+        sc, ln, tk, al = (t[rows] if t is not None else None for t in final[b])
         norm = sc / ln.clamp(min=1).pow(length_penalty)
         hyps = []
         for k in norm.argsort(descending=True)[:n_best].tolist():
-            seq = tk[k].tolist()
             if not torch.isfinite(sc[k]):
                 continue                     # the constraint was never met
+            seq = tk[k].tolist()
             m = seq.index(end) if end in seq else len(seq)
             att = al[k, :m].float().cpu() if al is not None else None
             hyps.append(Hypothesis(seq[:m], float(sc[k]), float(norm[k]), att))
-        results.append(hyps)
-    return results
+        return hyps
+
+    if not constrained:
+        return [best(b, slice(0, K)) for b in range(B)]
+    # an image with a constraint answers from "done"; one without, from the plain rows
+    met = [best(b, slice(D * K, R)) if required[b] else None for b in range(B)]
+    if free:
+        return [best(b, slice(0, K)) for b in range(B)], [m or [] for m in met]
+    return [m if m is not None else best(b, slice(N * K, D * K)) for b, m in enumerate(met)]

@@ -12,9 +12,10 @@ loading reads it back and never recomputes anything.
 
 Guided captions (constrained beam search, ``decode.py``) are used only where measurement on the
 dev split found them honest and harmless: the photo is in domain, its top ImageNet class has
-probability >= 0.5 and maps to a vocabulary word the caption does not already contain (nor a
-broader word for it), and the decoder itself finds the guided caption nearly as likely as the
-unguided one (length-normalised log-probability at most 0.1 lower).  Out of domain the guided
+probability >= 0.5 and maps to a vocabulary word the unguided caption does not already contain
+(nor a broader word for it), and the decoder itself finds the guided caption nearly as likely as
+the unguided one (length-normalised log-probability at most 0.1 lower).  The guided search runs
+in the same decoding pass as the unguided one (``generate(..., also_unconstrained=True)``).  Out of domain the guided
 captions still invented a person or a dog in 90 % of cases (README), so there the caption stays
 unguided and the alt text does not use it.
 """
@@ -24,11 +25,14 @@ import torch
 
 from .confidence import Calibrator, features
 from .domain import FALSE_ALARM, DomainCheck
-from .tags import Tagger, imagenet_classes
+from .tags import Tagger, imagenet_classes, plural
 from .vocab import Vocab
 
-GUIDE_MIN_PROB = 0.5     # dev: 0.5 / 0.7 / 0.9 -> CIDEr-D 0.539 / 0.539 / 0.538 (unguided 0.535)
-GUIDE_MAX_LOSS = 0.1     # dev: 0.02 / 0.05 / 0.1 / 0.2 -> CIDEr-D 0.536 / 0.538 / 0.539 / 0.537
+# chosen on the dev split (benchmarks/bench_knowledge.py --sweep; docs/knowledge.md): in domain, loss 0.1,
+# minimum probability 0.5 / 0.7 / 0.9 -> dev CIDEr-D 0.539 / 0.538 / 0.538 (unguided 0.536); minimum 0.5,
+# loss 0.02 / 0.05 / 0.1 / 0.2 -> 0.536 / 0.537 / 0.539 / 0.537
+GUIDE_MIN_PROB = 0.5
+GUIDE_MAX_LOSS = 0.1
 PREFIX = "knowledge."
 
 
@@ -40,7 +44,8 @@ class Knowledge:
         classes = imagenet_classes()
         # every vocabulary word that names a class or something broader than it ("dog" for a
         # greyhound): a caption holding one already names the object and is not guided
-        self.named_by = [{tagger.vocab.stoi[w] for w in c["words"] if w in tagger.vocab.stoi} for c in classes]
+        stoi = tagger.vocab.stoi
+        self.named_by = [{stoi[x] for w in c["words"] for x in (w, plural(w)) if x in stoi} for c in classes]
 
     # ------------------------------------------------------------------ file round trip
     def to_file(self) -> tuple[dict, dict]:
@@ -67,17 +72,19 @@ class Knowledge:
         dist = self.domain.distance(pooled).cpu()
         return probs.cpu(), dist, self.domain.in_domain(dist)
 
-    def required_words(self, probs: torch.Tensor, in_domain: torch.Tensor, captions: list[list[int]]) -> list:
-        """Per image, the word ids guided decoding must place, or None where it is not tried."""
+    def candidates(self, probs: torch.Tensor, in_domain: torch.Tensor) -> list:
+        """Per image, the word ids a guided caption would have to contain, or None where guidance
+        is not tried: known before decoding, so the guided search can run in the same pass."""
         out = []
         p, cls = probs.max(1)
-        for pi, ci, ok, toks in zip(p.tolist(), cls.tolist(), in_domain.tolist(), captions):
+        for pi, ci, ok in zip(p.tolist(), cls.tolist(), in_domain.tolist()):
             words = self.tagger.words[ci]
-            if ok and pi >= GUIDE_MIN_PROB and words and not (self.named_by[ci] & set(toks)):
-                out.append(set(words))
-            else:
-                out.append(None)
+            out.append(set(words) if ok and pi >= GUIDE_MIN_PROB and words else None)
         return out
+
+    def already_named(self, probs_row: torch.Tensor, tokens: list[int]) -> bool:
+        """The caption already holds a word for the top class or something broader ("dog")."""
+        return bool(self.named_by[int(probs_row.argmax())] & set(tokens))
 
     @staticmethod
     def accept_guided(unguided_score: float, guided_score: float) -> bool:
