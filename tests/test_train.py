@@ -14,7 +14,7 @@ def run_args(data, out, cache, **over):
     argv = ["--data", str(data), "--out", str(out), "--feature-cache", str(cache), "--image-size", "64",
             "--embed-dim", "16", "--hidden-dim", "32", "--attention-dim", "16", "--batch-size", "8",
             "--finetune-batch-size", "6", "--workers", "0", "--min-count", "1", "--max-len", "10",
-            "--lr", "5e-3", "--dropout", "0.0"]
+            "--lr", "5e-3", "--dropout", "0.0", "--no-calibrate"]
     for k, v in over.items():
         flag = "--" + k.replace("_", "-")
         argv += [flag] if v is True else [flag, str(v)]
@@ -159,3 +159,18 @@ def test_init_from_a_finetuned_model_never_reuses_the_pip_encoders_features(tiny
     main(run_args(tiny_data, tmp_path / "b", cache, epochs=1, finetune_epochs=0,
                   init=tmp_path / "a" / "last.safetensors"))
     assert "does not match this run; recomputing" in capsys.readouterr().out
+
+
+def test_a_training_run_ends_with_a_calibrated_best_model(tiny_data, tmp_path):
+    from captioner.api import Captioner
+
+    args = run_args(tiny_data, tmp_path / "run", tmp_path / "f.safetensors", epochs=2, finetune_epochs=0)
+    args.calibrate = True                       # the default of `captioner train`
+    main(args)
+    stored = checkpoint.load_knowledge(tmp_path / "run" / "best.safetensors")
+    assert stored is not None
+    tensors, info = stored
+    assert info["fitted_on"]["train_images"] == 12 and info["fitted_on"]["dev_images"] == 3
+    assert tensors["knowledge.domain.bank"].shape == (12, 12)   # 64 projected dimensions at most, 12 images
+    c = Captioner(tmp_path / "run" / "best.safetensors").caption(str(tiny_data / "Images" / "red_5.jpg"))
+    assert isinstance(c.in_domain, bool) and 0 <= c.confidence <= 1 and c.tags and c.alt_text

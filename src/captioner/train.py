@@ -7,7 +7,8 @@ at a lower learning rate.  Stage 3 (``--scst-epochs``, ``scst.py``, off by defau
 help on Flickr8k, see the README) optimises CIDEr-D directly by self-critical sequence
 training on features of the final encoder.  After every epoch the model captions the dev split by free
 decoding (beam search, no teacher forcing) and is scored; the best dev CIDEr-D is kept as
-``best.safetensors``.  Test images never reach this file.
+``best.safetensors``, which is then calibrated (``calibrate.py``: out-of-domain statistics,
+confidence, ImageNet head; ``--no-calibrate`` skips it).  Test images never reach this file.
 
     captioner train --out runs/main          # the shipped model's recipe (defaults)
     captioner train ... --resume          # continue an interrupted run
@@ -304,6 +305,12 @@ def main(args):
         (out / "history.json").write_text(json.dumps(history, indent=1))
         plot_history(history, out / "curves.png")
     print(f"best dev CIDEr-D {best:.4f}: {best_path}")
+    if args.calibrate and best_path.is_file():
+        # what the model knows of its limits (out-of-domain statistics, confidence), stored in its
+        # file; only train and dev images take part (calibrate.py)
+        from .calibrate import calibrate
+
+        calibrate(best_path, args.data, layout=args.layout, no_repeat_ngram=args.no_repeat_ngram)
     return history
 
 
@@ -408,3 +415,5 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seed", type=int, default=0, help="random seed")
     ap.add_argument("--init", default=None, help="start from this trained checkpoint (its config and vocabulary)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/train_state.safetensors")
+    ap.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                    help="do not calibrate best.safetensors at the end (out-of-domain flag, confidence, tags)")
