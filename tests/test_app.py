@@ -36,6 +36,10 @@ def test_app_captions_an_example_and_survives_a_bad_file(examples):
     assert not at.exception
     caption = at.subheader[0].value
     assert len(caption.split()) >= 3
+    assert at.success and "In domain" in at.success[0].value           # the flag, for a Flickr8k photo
+    assert at.metric and at.metric[0].value.endswith("%")              # the confidence
+    assert at.code and at.code[0].value                                # the recommended alt text
+    assert at.table                                                    # the ImageNet tags
     words = at.select_slider[0].options
     assert len(words) == len(caption.rstrip(".").split())          # one attention map per word
     at.select_slider[0].set_value(1).run()
@@ -79,6 +83,7 @@ def test_browser_upload_shows_a_caption(tmp_path):
             heading = page.locator("h3").filter(has_text=".").first
             heading.wait_for(timeout=120000)
             text = heading.inner_text()
+            page.get_by_text("Recommended alt text").wait_for(timeout=60000)   # flag, confidence, alt text shown
             page.wait_for_timeout(1500)
             page.screenshot(path=str(shot), full_page=True)
             browser.close()

@@ -96,3 +96,22 @@ def test_every_kind_of_file_in_one_batch(tmp_path):
     for p in paths:
         good = expect[p.split("/")[-1]]
         assert ("caption" in rows[p]) == good and ("error" in rows[p]) == (not good), rows[p]
+
+
+def test_jsonl_carries_knowledge_and_text_mode_prints_marked_alt_text(tmp_path):
+    from test_knowledge import CAT, bar_chart
+
+    bar_chart().save(tmp_path / "chart.png")
+    photo = originals(1)[0]
+    r = run("caption", str(CAT), str(tmp_path / "chart.png"), str(photo), "--format", "jsonl")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    for row in rows:
+        assert {"caption", "alt_text", "in_domain", "confidence", "tags", "guided"} <= set(row)
+    assert rows[1]["in_domain"] is False and rows[2]["in_domain"] is True
+    r = run("caption", str(CAT), str(photo))
+    cat_line, photo_line = r.stdout.splitlines()
+    assert cat_line.startswith(f"{CAT}\t[out of domain] ") and "cat" in cat_line.split("\t")[1]
+    assert "[out of domain]" not in photo_line
+    r = run("caption", str(photo), "--caption-only")
+    assert r.stdout.strip() == rows[2]["caption"]

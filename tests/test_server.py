@@ -96,3 +96,17 @@ def test_batch_reports_each_image(server):
     r = body["results"]
     assert [x["filename"] for x in r] == ["a.jpg", "b.txt", "c.png"]
     assert "caption" in r[0] and "error" in r[1] and "caption" in r[2]
+
+
+def test_caption_carries_flag_confidence_tags_and_alt_text(server):
+    from test_knowledge import bar_chart
+
+    buf = io.BytesIO()
+    bar_chart().save(buf, "PNG")
+    status, body = post(server + "/caption", [("image", "chart.png", buf.getvalue())])
+    assert status == 200, body
+    assert body["in_domain"] is False and 0 <= body["confidence"] < 0.3
+    assert body["tags"] and {"name", "prob"} <= set(body["tags"][0])
+    assert body["alt_text"] and body["alt_text"] != body["caption"]
+    status, body = post(server + "/caption/batch", [("images", "chart.png", buf.getvalue())])
+    assert status == 200 and body["results"][0]["in_domain"] is False

@@ -68,7 +68,7 @@ def show_knowledge(result) -> None:
                    "caption is likely wrong. The alt text below does not use it.")
     st.metric("Confidence that the caption is acceptable", f"{result.confidence:.0%}")
     st.markdown("**Recommended alt text**")
-    st.code(result.alt_text, language=None)
+    st.code(result.alt_text, language=None, wrap_lines=True)  # with a copy button
     if result.guided:
         st.caption(f"Guided caption: the ImageNet tag asked for the word “{result.guided}”.")
     st.markdown("**ImageNet tags**")
