@@ -174,3 +174,31 @@ def test_a_training_run_ends_with_a_calibrated_best_model(tiny_data, tmp_path):
     assert tensors["knowledge.domain.bank"].shape == (12, 12)   # 64 projected dimensions at most, 12 images
     c = Captioner(tmp_path / "run" / "best.safetensors").caption(str(tiny_data / "Images" / "red_5.jpg"))
     assert isinstance(c.in_domain, bool) and 0 <= c.confidence <= 1 and c.tags and c.alt_text
+
+
+def test_train_and_evaluate_on_an_own_jsonl_without_split(tmp_path):
+    """Your own captions: a JSON-lines file of image,caption, the split assigned by hash and
+    written to the run folder, then scored by `captioner evaluate --data`."""
+    import shutil
+
+    from captioner.api import Captioner
+    from captioner.evaluate import evaluate
+    from conftest import COLOURS, WORDS, make_dataset
+
+    make_dataset(tmp_path / "tiny", n_per_colour=12)
+    rows = []
+    for p in sorted((tmp_path / "tiny" / "Images").glob("*.jpg")):
+        (tmp_path / "own" / "pics").mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, tmp_path / "own" / "pics" / p.name)
+        colour = p.name.split("_")[0]
+        rows += [json.dumps({"image": f"pics/{p.name}", "caption": WORDS[colour]}),
+                 json.dumps({"image": f"pics/{p.name}", "caption": f"a {colour} picture"})]
+    data = tmp_path / "own" / "captions.jsonl"
+    data.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    main(run_args(data, out, tmp_path / "f.safetensors", epochs=2, finetune_epochs=0))
+    split = json.loads((out / "split.json").read_text())
+    assert len(split) == 12 * len(COLOURS) and set(split.values()) <= {"train", "dev", "test"}
+    cap = Captioner(out / "best.safetensors", knowledge=False)
+    scores, captions = evaluate(cap, str(data), "dev", with_meteor=False)
+    assert scores["images"] == sum(v == "dev" for v in split.values()) and all(k.startswith("pics/") for k in captions)

@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from . import checkpoint, runtime
 from .api import Captioner
 from .confidence import Calibrator, expected_calibration_error, features, per_image_quality
-from .data import load_dataset
+from .data import LAYOUTS, load_dataset
 from .decode import DEFAULT_NO_REPEAT_NGRAM
 from .domain import DomainCheck
 from .encoders import imagenet_head
@@ -64,12 +63,12 @@ def calibrate(model_path, data: str, out=None, batch_size: int = 32, encoder_wei
     cap.knowledge = Knowledge(Tagger(*head, cap.vocab), domain, dev_dist)
     log(f"out-of-domain threshold {threshold:.4f} (dev 95th percentile); captioning {len(dev)} dev images")
     refs = ds.references("dev")
-    names, caps = [], []
+    caps = []
     for path, res in cap.caption_paths([ds.image_dir / n for n in dev], batch_size):
         if isinstance(res, str):
             raise ValueError(f"cannot calibrate on an unreadable image: {res}")
-        names.append(Path(path).name)
         caps.append(res)
+    names = dev   # caption_paths answers in input order
     model_q, human_q = per_image_quality([c.words for c in caps], [refs[n] for n in names])
     y = model_q >= human_q
     x = features([c.score for c in caps], [len(c.words) for c in caps], [c.domain_distance for c in caps],
@@ -89,8 +88,9 @@ def calibrate(model_path, data: str, out=None, batch_size: int = 32, encoder_wei
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--data", default="../shared/flickr8k", help="dataset root (its train and dev splits are used)")
-    ap.add_argument("--layout", default=None, choices=["kaggle", "original", "karpathy"], help="force a dataset layout")
+    ap.add_argument("--data", default="../shared/flickr8k",
+                    help="dataset: a Flickr8k folder (Kaggle, original or Karpathy layout), a Karpathy JSON (COCO, Flickr30k), or a CSV / JSON-lines file of image,caption[,split] (its train and dev splits are used)")
+    ap.add_argument("--layout", default=None, choices=LAYOUTS, help="force a dataset layout")
     ap.add_argument("--batch-size", type=int, default=32, help="images per batch")
     ap.add_argument("--encoder-weights", default=None, help="the encoder's ImageNet weights file (for its head)")
     runtime.add_arguments(ap)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from .api import Captioner
-from .data import load_dataset, tokenize
+from .data import LAYOUTS, load_dataset, tokenize
 from . import runtime
 from .decode import DEFAULT_LENGTH_PENALTY
 from .metrics import score_all
@@ -48,11 +48,12 @@ def evaluate(captioner: Captioner, data: str, split: str = "test", beam_size: in
     refs = ds.references(split)
     t0 = time.time()
     results, failed = {}, {}
+    key = {str(folder / n): n for n in names}   # names may hold sub-folders (COCO's train2014/...)
     for path, res in captioner.caption_paths([folder / n for n in names], batch_size, workers, beam_size):
         if isinstance(res, str):
-            failed[Path(path).name] = res
+            failed[key[str(path)]] = res
         else:
-            results[Path(path).name] = res.words
+            results[key[str(path)]] = res.words
     if failed:
         print(f"warning: {len(failed)} images could not be read: {next(iter(failed.values()))}", file=sys.stderr)
     done = [n for n in names if n in results]
@@ -69,8 +70,9 @@ def evaluate(captioner: Captioner, data: str, split: str = "test", beam_size: in
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--model", nargs="+", default=None,
                     help="checkpoint (.safetensors); several caption as an ensemble; default: the shipped model")
-    ap.add_argument("--data", default="../shared/flickr8k", help="dataset root folder")
-    ap.add_argument("--layout", default=None, choices=["kaggle", "original", "karpathy"], help="force a dataset layout")
+    ap.add_argument("--data", default="../shared/flickr8k",
+                    help="dataset: a Flickr8k folder (Kaggle, original or Karpathy layout), a Karpathy JSON (COCO, Flickr30k), or a CSV / JSON-lines file of image,caption[,split]")
+    ap.add_argument("--layout", default=None, choices=LAYOUTS, help="force a dataset layout")
     ap.add_argument("--split", default="test", choices=["train", "dev", "test"], help="split to evaluate")
     ap.add_argument("--beam-size", type=int, default=3, help="beam size (1 = greedy)")
     ap.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY, help="beam score = logP / length**this")

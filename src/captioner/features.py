@@ -72,7 +72,8 @@ def main(argv=None):
     from .data import load_dataset
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="../shared/flickr8k", help="dataset root folder")
+    ap.add_argument("--data", default="../shared/flickr8k",
+                    help="dataset: a Flickr8k folder (Kaggle, original or Karpathy layout), a Karpathy JSON (COCO, Flickr30k), or a CSV / JSON-lines file of image,caption[,split]")
     ap.add_argument("--out", required=True, help="safetensors file to write")
     ap.add_argument("--encoder", default="efficientnet_lite2", help="encoder name")
     ap.add_argument("--encoder-weights", default=None, help="ImageNet weights file for the encoder")

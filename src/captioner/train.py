@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import checkpoint
-from .data import load_dataset, tokenize
+from .data import LAYOUTS, load_dataset, tokenize
 from .decode import DEFAULT_LENGTH_PENALTY, DEFAULT_NO_REPEAT_NGRAM, generate
 from .checkpoint import weights_digest
 from .features import ImageFiles, extract_features, load_features, save_features
@@ -159,6 +159,8 @@ def main(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ds = load_dataset(args.data, args.layout)
+    if ds.assigned_split:  # no split in the data: keep the one assigned, beside the run's checkpoints
+        (out / "split.json").write_text(json.dumps(ds.split_of, indent=0, sort_keys=True))
     print(ds.summary())
     train_names, dev_names = ds.images("train"), ds.images("dev")
     if not train_names or not dev_names:
@@ -362,8 +364,9 @@ def finetune_loader(ds, names, vocab, preprocess, args, g):
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--data", default="../shared/flickr8k", help="dataset root (Kaggle, original or Karpathy layout)")
-    ap.add_argument("--layout", default=None, choices=["kaggle", "original", "karpathy"], help="force a dataset layout")
+    ap.add_argument("--data", default="../shared/flickr8k",
+                    help="dataset: a Flickr8k folder (Kaggle, original or Karpathy layout), a Karpathy JSON (COCO, Flickr30k), or a CSV / JSON-lines file of image,caption[,split]")
+    ap.add_argument("--layout", default=None, choices=LAYOUTS, help="force a dataset layout")
     ap.add_argument("--out", required=True, help="run folder: checkpoints, vocabulary, history, curves")
     ap.add_argument("--encoder", default="efficientnet_lite2", choices=["efficientnet_lite2", "resnet50", "vgg16"],
                     help="ImageNet CNN encoder")
