@@ -116,7 +116,7 @@ def test_scst_stage_follows_cross_entropy_and_keeps_the_best(tiny_data, tmp_path
     assert [h["stage"] for h in history] == ["frozen", "frozen", "scst", "scst"]
     assert all(0.0 <= h["train_reward"] for h in history[2:])
     assert (out / "best_xe.safetensors").is_file()            # the cross-entropy model, for the ablation
-    assert (out / "features_final_encoder.safetensors").is_file()
+    assert (out / "features_final_encoder.npy").is_file() and (out / "features_final_encoder.json").is_file()
     best = max(h["dev"]["CIDEr-D"] for h in history)
     _, _, meta = checkpoint.load_model(out / "best.safetensors")
     assert meta["dev"]["CIDEr-D"] == best

@@ -32,7 +32,7 @@ from . import checkpoint
 from .data import LAYOUTS, load_dataset, tokenize
 from .decode import DEFAULT_LENGTH_PENALTY, DEFAULT_NO_REPEAT_NGRAM, generate
 from .checkpoint import weights_digest
-from .features import ImageFiles, extract_features, load_features, save_features
+from .features import ImageFiles, Rows, extract_features, load_features, write_features
 from .scst import reward_scorer, scst_one_epoch
 from .encoders import CHANNELS
 from .metrics import score_all
@@ -120,26 +120,27 @@ def default_cache(args, digest: str = "") -> Path:
     root = Path(args.data).resolve()
     tag = f"{root.name}_{hashlib.sha1(str(root).encode()).hexdigest()[:8]}"  # one cache per dataset folder
     suffix = f"_{digest}" if digest else ""  # a fine-tuned encoder's features never overwrite the pip weights'
-    return cache_dir() / f"features_{tag}_{args.encoder}_{args.image_size}{suffix}.safetensors"
+    return cache_dir() / f"features_{tag}_{args.encoder}_{args.image_size}{suffix}.npy"
 
 
 def cached_features(path: Path, encoder, ds, names: list[str], workers: int, accept_unhashed: bool = False):
-    """-> (name -> row, grids) of ``names`` from ``encoder``, read from ``path`` when it was made
-    by exactly these weights (a hash of them is stored with the grids), else computed and saved.
-    ``accept_unhashed`` also trusts a cache written before hashes were stored (pip weights only)."""
+    """-> (name -> row, ``FeatureStore``) of ``names`` from ``encoder``, read from ``path`` when it
+    was made by exactly these weights (a hash of them is stored with the grids), else computed and
+    written.  ``accept_unhashed`` also trusts a cache written before hashes were stored (pip weights
+    only).  The grids stay on disk; training reads the rows of each batch."""
     digest = weights_digest(encoder)
-    if path.is_file():
-        index, feats, meta = load_features(path)
+    found = load_features(path)
+    if found:
+        index, feats, meta = found
         same_weights = meta.get("weights") == digest or (accept_unhashed and "weights" not in meta)
         if meta.get("encoder") == encoder.name and meta.get("image_size") == encoder.preprocess.size \
                 and same_weights and all(n in index for n in names):
-            print(f"features: {path} {tuple(feats.shape)}")
+            print(f"features: {feats.path} {feats.shape}")
             return index, feats
-        print(f"features: {path} does not match this run; recomputing")
-    feats = extract_features(encoder.to(memory_format=torch.channels_last), [ds.image_dir / n for n in names],
-                             batch_size=32, workers=workers)
-    save_features(path, names, feats, {"encoder": encoder.name, "image_size": encoder.preprocess.size,
-                                       "weights": digest})
+        print(f"features: {feats.path} does not match this run; recomputing")
+    feats = write_features(path, encoder.to(memory_format=torch.channels_last), [ds.image_dir / n for n in names],
+                           names, {"encoder": encoder.name, "image_size": encoder.preprocess.size, "weights": digest},
+                           batch_size=32, workers=workers)
     return {n: i for i, n in enumerate(names)}, feats
 
 
@@ -246,10 +247,10 @@ def main(args):
                 model.load_state_dict(m.state_dict())
             if scst_feats is None:
                 # the final encoder's grids, cached in the run folder
-                idx, all_feats = cached_features(out / "features_final_encoder.safetensors", model.encoder, ds,
-                                                 train_names + dev_names, args.workers)
-                all_feats = all_feats[[idx[n] for n in train_names + dev_names]]
-                scst_feats, dev_feats = all_feats[:len(train_names)], all_feats[len(train_names):]
+                idx, store = cached_features(out / "features_final_encoder.npy", model.encoder, ds,
+                                             train_names + dev_names, args.workers)
+                scst_feats = Rows(store, [idx[n] for n in train_names])   # read batch by batch
+                dev_feats = store[[idx[n] for n in dev_names]]
                 scorer = reward_scorer([[tokenize(c)[:args.max_len] for c in ds.captions[n]] for n in train_names])
             r = scst_one_epoch(model, scst_feats, scorer, vocab, opt, dec_params, args.scst_batch_size,
                                args.scst_samples, args.scst_max_len, generator=g, desc=f"epoch {epoch} (SCST)",
@@ -275,12 +276,10 @@ def main(args):
                                 args.att_reg, desc=f"epoch {epoch} (fine-tuning)", sample_prob=p_sample)
             model.encoder.set_trainable(0)
             model.eval()
-            new = extract_features(model.encoder, [ds.image_dir / n for n in dev_names], workers=args.workers,
-                                   progress=False)
-            feats = feats.clone()
-            for i, n in enumerate(dev_names):
-                feats[index[n]] = new[i]
-        if not scst:
+            # the dev grids from the encoder as it is now (the cache keeps the pip encoder's)
+            dev_feats = extract_features(model.encoder, [ds.image_dir / n for n in dev_names], workers=args.workers,
+                                         progress=False)
+        if not scst and not finetune:
             dev_feats = feats[[index[n] for n in dev_names]]
         scores, _ = evaluate(model, dev_feats, dev_names, dev_refs, vocab, args.eval_beam, args.length_penalty,
                              no_repeat_ngram=args.no_repeat_ngram)
