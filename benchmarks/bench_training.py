@@ -17,7 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 from captioner.data import load_dataset
 from captioner.features import extract_features
 from captioner.model import CaptionModel, ModelConfig
-from captioner.train import encode_split, finetune_loader, length_bucketed_batches, pad
+from captioner.stages import encode_split, finetune_loader, length_bucketed_batches, pad
 from captioner.vocab import Vocab
 
 from bench_inference import peak_rss_mb  # the script's own folder is on sys.path

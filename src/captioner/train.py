@@ -1,4 +1,4 @@
-"""Training: a frozen-encoder stage on cached features, then end-to-end fine-tuning.
+"""Training: a plan of stages (``stages.py``) run by one loop that evaluates and checkpoints.
 
 Stage 1 (``--epochs``) trains the decoder on encoder features computed once and cached
 (``features.py``), so an epoch costs decoder time only.  Stage 2 (``--finetune-epochs``)
@@ -18,72 +18,24 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import random
-import shutil
 import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from . import checkpoint
 from .data import LAYOUTS, load_dataset, tokenize
 from .decode import DEFAULT_LENGTH_PENALTY, DEFAULT_NO_REPEAT_NGRAM, generate
 from .checkpoint import weights_digest
-from .features import ImageFiles, Rows, extract_features, load_features, write_features
-from .scst import reward_scorer, scst_one_epoch
+from .features import load_features, write_features
+from .stages import FinetuneStage, Run, ScstStage, encode_split, plan
 from .encoders import CHANNELS
 from .metrics import score_all
 from .model import CaptionModel, ModelConfig
 from .plots import plot_history
 from .runtime import cache_dir
 from .vocab import Vocab
-
-
-def encode_split(ds, names: list[str], vocab: Vocab, max_len: int):
-    """-> list of (image name, token ids with <start>/<end>); captions truncated to max_len words."""
-    return [(n, vocab.encode(tokenize(c)[:max_len])) for n in names for c in ds.captions[n]]
-
-
-def pad(seqs: list[list[int]]) -> torch.Tensor:
-    out = torch.zeros(len(seqs), max(len(s) for s in seqs), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, :len(s)] = torch.tensor(s)
-    return out
-
-
-def length_bucketed_batches(lengths: list[int], batch_size: int, g: torch.Generator) -> list[list[int]]:
-    """Shuffle, sort each window of 50 batches by length (less padding, fewer LSTM steps),
-    then shuffle the batches."""
-    perm = torch.randperm(len(lengths), generator=g).tolist()
-    window = batch_size * 50
-    batches = []
-    for i in range(0, len(perm), window):
-        chunk = sorted(perm[i:i + window], key=lambda j: lengths[j])
-        batches += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
-    order = torch.randperm(len(batches), generator=g).tolist()
-    return [batches[i] for i in order]
-
-
-def train_one_epoch(model, batches, optimizer, params, label_smoothing=0.0, att_reg=1.0, clip=5.0,
-                    desc="train", progress=True, sample_prob=0.0) -> float:
-    """``batches`` yields (inputs dict for model.forward, captions). Returns the mean loss."""
-    model.train()
-    total, n = 0.0, 0
-    bar = tqdm(batches, desc=desc, unit="batch", disable=not progress, mininterval=5)
-    for inputs, caps in bar:
-        _, loss = model(captions=caps, label_smoothing=label_smoothing, att_reg=att_reg,
-                        sample_prob=sample_prob, **inputs)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, clip)
-        optimizer.step()
-        total += loss.item()
-        n += 1
-        bar.set_postfix(loss=f"{total / n:.3f}", refresh=False)
-    return total / max(n, 1)
 
 
 @torch.inference_mode()
@@ -152,7 +104,8 @@ def get_features(args, ds, encoder, finetuned: bool = False):
     return cached_features(path, encoder, ds, ds.images(), args.workers, accept_unhashed=not finetuned)
 
 
-def main(args):
+def setup(args) -> Run:
+    """Data, vocabulary, model, optimizers and the stage-1 feature cache of a run."""
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     if args.threads:
@@ -192,9 +145,9 @@ def main(args):
         model = CaptionModel(cfg, encoder_weights=args.encoder_weights)
     print(f"vocabulary: {len(vocab)} words")
     model.encoder.update_bn_stats = args.finetune_bn_stats
+    index, feats = {}, None
     if args.epochs or args.finetune_epochs:
         index, feats = get_features(args, ds, model.encoder, finetuned=bool(init_meta.get("finetuned")))
-    dev_refs = ds.references("dev")
     pairs = encode_split(ds, train_names, vocab, args.max_len)
     print(f"training captions: {len(pairs)} from {len(train_names)} images; dev images: {len(dev_names)}")
 
@@ -204,107 +157,65 @@ def main(args):
     model.encoder.set_trainable(0)
     opt_enc = torch.optim.Adam(enc_params, lr=args.finetune_lr) if enc_params else None
     optimizers = {"decoder": opt, **({"encoder": opt_enc} if opt_enc else {})}
+    return Run(args, ds, vocab, model, train_names, dev_names, pairs, optimizers, dec_params, enc_params,
+               torch.Generator().manual_seed(args.seed), out, out / "best.safetensors", index, feats,
+               init_finetuned=bool(init_meta.get("finetuned")))
+
+
+def main(args):
+    """Run the plan of stages: train an epoch, caption the dev split, keep the best, write the
+    resume point; -> the history."""
+    run = setup(args)
+    model, vocab, out, g = run.model, run.vocab, run.out, run.g
+    last, best_path, state_path = out / "last.safetensors", run.best_path, out / "train_state.safetensors"
     history, best, start_epoch, info = [], -1.0, 1, {}
-    g = torch.Generator().manual_seed(args.seed)
-    last, best_path, state_path = out / "last.safetensors", out / "best.safetensors", out / "train_state.safetensors"
     if args.resume and state_path.is_file():
-        info = checkpoint.load_train_state(state_path, model, optimizers)
+        info = checkpoint.load_train_state(state_path, model, run.optimizers)
         history, best, start_epoch = info["history"], info["best"], info["epoch"] + 1
         g.set_state(torch.tensor(info["gen_state"], dtype=torch.uint8))
         print(f"resumed from {state_path} after epoch {info['epoch']}")
     elif args.resume:
         print(f"--resume: no {state_path} yet, starting from scratch")
+    run.stale = info["stale"] if history else 0  # epochs since the last dev improvement
+    dev_refs = run.ds.references("dev")
 
-    xe_epochs = args.epochs + args.finetune_epochs
-    total_epochs = xe_epochs + args.scst_epochs
-    stale = info["stale"] if history else 0  # epochs since the last dev improvement
-    scst_feats = None
-    for epoch in range(start_epoch, total_epochs + 1):
-        finetune = args.epochs < epoch <= xe_epochs
-        scst = epoch > xe_epochs
-        p_sample = 0.0 if scst else sample_prob(args, epoch)
-        if not finetune and not scst and stale >= args.patience:
-            print(f"early stop: dev CIDEr-D has not improved for {stale} epochs")
-            continue
-        t0 = time.time()
-        # per-epoch step decay, restarted for the fine-tuning stage (its own, lower base rates)
-        if scst:
-            for grp in opt.param_groups:
-                grp["lr"] = args.scst_lr
-        elif finetune:
-            decay = args.lr_decay ** (epoch - args.epochs - 1)
-            for grp in opt.param_groups:
-                grp["lr"] = args.lr * args.finetune_decoder_lr_scale * decay
-            for grp in opt_enc.param_groups if opt_enc else []:
-                grp["lr"] = args.finetune_lr * decay
-        else:
-            for grp in opt.param_groups:
-                grp["lr"] = args.lr * args.lr_decay ** (epoch - 1)
-        if scst:
-            if epoch == xe_epochs + 1 and best_path.is_file():  # start from the best cross-entropy model
-                shutil.copyfile(best_path, out / "best_xe.safetensors")  # kept for the ablation
-                m, _, _ = checkpoint.load_model(best_path, encoder_weights=args.encoder_weights)
-                model.load_state_dict(m.state_dict())
-            if scst_feats is None:
-                # the final encoder's grids, cached in the run folder
-                idx, store = cached_features(out / "features_final_encoder.npy", model.encoder, ds,
-                                             train_names + dev_names, args.workers)
-                scst_feats = Rows(store, [idx[n] for n in train_names])   # read batch by batch
-                dev_feats = store[[idx[n] for n in dev_names]]
-                scorer = reward_scorer([[tokenize(c)[:args.max_len] for c in ds.captions[n]] for n in train_names])
-            r = scst_one_epoch(model, scst_feats, scorer, vocab, opt, dec_params, args.scst_batch_size,
-                               args.scst_samples, args.scst_max_len, generator=g, desc=f"epoch {epoch} (SCST)",
-                               candidates=args.scst_candidates)
-            loss = r["loss"]
-        elif not finetune:
-            lengths = [len(c) for _, c in pairs]
-            batches = ((
-                {"feats": feats[[index[pairs[j][0]] for j in b]]}, pad([pairs[j][1] for j in b]))
-                for b in length_bucketed_batches(lengths, args.batch_size, g))
-            n_batches = math.ceil(len(pairs) / args.batch_size)
-            loss = train_one_epoch(model, _Sized(batches, n_batches), opt, dec_params, args.label_smoothing,
-                                   args.att_reg, desc=f"epoch {epoch} (frozen encoder)", sample_prob=p_sample)
-        else:
-            if epoch == args.epochs + 1 and best_path.is_file():  # start fine-tuning from the best model
-                shutil.copyfile(best_path, out / "best_frozen.safetensors")  # kept for the ablation
-                m, _, _ = checkpoint.load_model(best_path, encoder_weights=args.encoder_weights)
-                model.load_state_dict(m.state_dict())
-            model.encoder.set_trainable(args.finetune_blocks)
-            loader = finetune_loader(ds, train_names, vocab, model.preprocess, args, g)
-            loss = train_one_epoch(model, _Sized((({"images": x}, c) for x, c in loader), len(loader)),
-                                _Multi(optimizers), dec_params + enc_params, args.label_smoothing,
-                                args.att_reg, desc=f"epoch {epoch} (fine-tuning)", sample_prob=p_sample)
-            model.encoder.set_trainable(0)
-            model.eval()
-            # the dev grids from the encoder as it is now (the cache keeps the pip encoder's)
-            dev_feats = extract_features(model.encoder, [ds.image_dir / n for n in dev_names], workers=args.workers,
-                                         progress=False)
-        if not scst and not finetune:
-            dev_feats = feats[[index[n] for n in dev_names]]
-        scores, _ = evaluate(model, dev_feats, dev_names, dev_refs, vocab, args.eval_beam, args.length_penalty,
-                             no_repeat_ngram=args.no_repeat_ngram)
-        entry = {"epoch": epoch, "stage": "scst" if scst else "finetune" if finetune else "frozen",
-                 "train_loss": loss, "dev": scores, "seconds": round(time.time() - t0, 1)}
-        if not scst and args.scheduled_sampling > 0:
-            entry["sample_prob"] = p_sample
-        if scst:
-            entry["train_reward"] = r["reward"]
-        history.append(entry)
-        print(json.dumps(entry))
-        meta = {"finetuned": finetune or any(h["stage"] == "finetune" for h in history)
-                or bool(init_meta.get("finetuned")), "epoch": epoch,
-                "dev": scores, "args": {k: v for k, v in vars(args).items() if k != "func"}}
-        if scores["CIDEr-D"] > best:
-            best, stale = scores["CIDEr-D"], 0
-            checkpoint.save_model(best_path, model, vocab, meta)
-        else:
-            stale += 1
-        checkpoint.save_model(last, model, vocab, meta)
-        # the resume point is written last: a kill before this line repeats the epoch, identically
-        checkpoint.save_train_state(state_path, model, optimizers, {
-            "epoch": epoch, "history": history, "best": best, "stale": stale, "gen_state": g.get_state().tolist()})
-        (out / "history.json").write_text(json.dumps(history, indent=1))
-        plot_history(history, out / "curves.png")
+    for stage in plan(run, cached_features):
+        for epoch in stage.epochs():
+            if epoch < start_epoch:
+                continue
+            if stage.stopped():
+                print(f"early stop: dev CIDEr-D has not improved for {run.stale} epochs")
+                continue
+            t0 = time.time()
+            p_sample = 0.0 if isinstance(stage, ScstStage) else sample_prob(args, epoch)
+            stage.set_lr(epoch)
+            if epoch == stage.first:
+                stage.begin()
+            result = stage.train_one_epoch(epoch, p_sample)
+            scores, _ = evaluate(model, stage.dev_features(), run.dev_names, dev_refs, vocab, args.eval_beam,
+                                 args.length_penalty, no_repeat_ngram=args.no_repeat_ngram)
+            entry = {"epoch": epoch, "stage": stage.name, "train_loss": result["train_loss"], "dev": scores,
+                     "seconds": round(time.time() - t0, 1)}
+            if not isinstance(stage, ScstStage) and args.scheduled_sampling > 0:
+                entry["sample_prob"] = p_sample
+            entry.update({k: v for k, v in result.items() if k != "train_loss"})
+            history.append(entry)
+            print(json.dumps(entry))
+            meta = {"finetuned": isinstance(stage, FinetuneStage) or any(h["stage"] == "finetune" for h in history)
+                    or run.init_finetuned, "epoch": epoch,
+                    "dev": scores, "args": {k: v for k, v in vars(args).items() if k != "func"}}
+            if scores["CIDEr-D"] > best:
+                best, run.stale = scores["CIDEr-D"], 0
+                checkpoint.save_model(best_path, model, vocab, meta)
+            else:
+                run.stale += 1
+            checkpoint.save_model(last, model, vocab, meta)
+            # the resume point is written last: a kill before this line repeats the epoch, identically
+            checkpoint.save_train_state(state_path, model, run.optimizers, {
+                "epoch": epoch, "history": history, "best": best, "stale": run.stale,
+                "gen_state": g.get_state().tolist()})
+            (out / "history.json").write_text(json.dumps(history, indent=1))
+            plot_history(history, out / "curves.png")
     print(f"best dev CIDEr-D {best:.4f}: {best_path}")
     if args.calibrate and best_path.is_file():
         # what the model knows of its limits (out-of-domain statistics, confidence), stored in its
@@ -313,53 +224,6 @@ def main(args):
 
         calibrate(best_path, args.data, layout=args.layout, no_repeat_ngram=args.no_repeat_ngram)
     return history
-
-
-class _Sized:
-    """A generator with a length, so progress bars know the total."""
-
-    def __init__(self, it, n):
-        self.it, self.n = it, n
-
-    def __iter__(self):
-        return iter(self.it)
-
-    def __len__(self):
-        return self.n
-
-
-class _Multi:
-    """Step several optimizers (decoder, encoder at its lower learning rate) as one."""
-
-    def __init__(self, opts: dict):
-        self.opts = [o for o in opts.values() if o is not None]
-
-    def zero_grad(self, set_to_none=True):
-        for o in self.opts:
-            o.zero_grad(set_to_none=set_to_none)
-
-    def step(self):
-        for o in self.opts:
-            o.step()
-
-
-class _CaptionedImages(ImageFiles):
-    def __init__(self, paths, caps, preprocess):
-        super().__init__(paths, preprocess)
-        self.caps = caps
-
-    def __getitem__(self, i):
-        return super().__getitem__(i), self.caps[i]
-
-
-def finetune_loader(ds, names, vocab, preprocess, args, g):
-    """One pass over the training images, each with one of its captions drawn at random."""
-    caps = [vocab.encode(tokenize(ds.captions[n][int(torch.randint(len(ds.captions[n]), (1,), generator=g))])
-                         [:args.max_len]) for n in names]
-    order = torch.randperm(len(names), generator=g).tolist()
-    data = _CaptionedImages([ds.image_dir / names[i] for i in order], [caps[i] for i in order], preprocess)
-    return DataLoader(data, batch_size=args.finetune_batch_size, num_workers=args.workers,
-                      collate_fn=lambda b: (torch.stack([x for x, _ in b]), pad([c for _, c in b])))
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
