@@ -25,7 +25,7 @@ from .decode import DEFAULT_LENGTH_PENALTY, DEFAULT_NO_REPEAT_NGRAM, generate
 from .ensemble import Ensemble
 from .images import ImageError, open_image
 from .knowledge import Knowledge
-from .runtime import bf16_matmuls, make_encoder, resolve_precision
+from .runtime import bf16_matmuls, make_encoder, resolve_device, resolve_precision
 from .tags import Tag
 
 
@@ -82,7 +82,7 @@ class Captioner:
     def __init__(self, path=None, device: str = "cpu", beam_size: int = 3, length_penalty: float = DEFAULT_LENGTH_PENALTY,
                  encoder_weights: str | None = None, backend: str = "auto", precision: str = "auto",
                  no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM, knowledge: bool = True, guidance: bool = True):
-        self.device = torch.device(device)
+        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         # several checkpoints caption as one ensemble (ensemble.py); the first sets the preprocessing
         paths = list(path) if isinstance(path, (list, tuple)) else [path]
         if not paths:

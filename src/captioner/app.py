@@ -29,12 +29,13 @@ def parse_args(argv):
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=os.environ.get("CAPTIONER_MODEL") or None)
     ap.add_argument("--examples", default=os.environ.get("CAPTIONER_EXAMPLES") or None)
+    ap.add_argument("--device", default=os.environ.get("CAPTIONER_DEVICE") or "auto")
     return ap.parse_known_args(argv)[0]  # tolerate foreign arguments (AppTest runs inside pytest)
 
 
 @st.cache_resource(show_spinner="Loading the captioning model…")
-def get_captioner(path: str | None) -> Captioner:
-    return Captioner(path)
+def get_captioner(path: str | None, device: str = "auto") -> Captioner:
+    return Captioner(path, device=device)
 
 
 def example_images(folder: str | None, limit: int = 24) -> list[Path]:
@@ -106,7 +107,7 @@ def main(argv=None):
     st.title("captioner")
     st.write("Describe a photo in one English sentence — for alt text, search or curation.")
     try:
-        cap = get_captioner(args.model)
+        cap = get_captioner(args.model, args.device)
     except (OSError, ValueError) as e:
         st.error(f"Could not load the model: {e}")
         st.stop()
@@ -172,6 +173,7 @@ def launch(args) -> int:
         cmd += ["--model", args.model]
     if args.examples:
         cmd += ["--examples", args.examples]
+    cmd += ["--device", args.device]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, cmd)

@@ -42,11 +42,12 @@ def _pooled(cap: Captioner, paths, batch_size: int) -> torch.Tensor:
 
 def calibrate(model_path, data: str, out=None, batch_size: int = 32, encoder_weights: str | None = None,
               layout: str | None = None, backend: str = "auto", precision: str = "auto",
-              no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM, guidance: bool = True, log=print) -> dict:
+              no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM, guidance: bool = True, log=print,
+              device: str = "cpu") -> dict:
     """Fit and store the knowledge of ``model_path`` (written to ``out`` or in place); -> a summary."""
     t0 = time.time()
     # the same decoding as the product's, so the confidence describes the captions users get
-    cap = Captioner(model_path, encoder_weights=encoder_weights, backend=backend, precision=precision,
+    cap = Captioner(model_path, device=device, encoder_weights=encoder_weights, backend=backend, precision=precision,
                     no_repeat_ngram=no_repeat_ngram, knowledge=False, guidance=guidance)
     head = imagenet_head(cap.model.cfg.encoder, encoder_weights)
     if head is None:
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         calibrate(args.model, args.data, args.out, args.batch_size, args.encoder_weights, args.layout,
-                  args.backend, args.precision, args.no_repeat_ngram, not args.no_guidance)
+                  args.backend, args.precision, args.no_repeat_ngram, not args.no_guidance, device=args.device)
     except (OSError, ValueError) as e:
         print(f"captioner.calibrate: error: {e}", file=sys.stderr)
         return 2

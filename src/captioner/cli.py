@@ -23,7 +23,7 @@ def _caption(args) -> int:
 
     paths = expand_inputs(args.paths)
     try:
-        cap = Captioner(args.model, beam_size=args.beam_size, length_penalty=args.length_penalty,
+        cap = Captioner(args.model, device=args.device, beam_size=args.beam_size, length_penalty=args.length_penalty,
                         backend=args.backend, precision=args.precision, no_repeat_ngram=args.no_repeat_ngram,
                         guidance=not args.no_guidance)
     except (OSError, ValueError) as e:
@@ -66,6 +66,7 @@ def _app_arguments(p):
     p.add_argument("--host", default="0.0.0.0", help="address to listen on")
     p.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
     p.add_argument("--examples", default=None, help="folder of example photos for the gallery")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else MPS, else CPU), cpu, cuda, cuda:N or mps")
 
 
 def _app(args) -> int:

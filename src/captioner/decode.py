@@ -109,9 +109,9 @@ def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None
     done = torch.zeros(B, R, dtype=torch.bool, device=device)
     tokens = torch.zeros(B, R, 0, dtype=torch.long, device=device)
     alphas = None
-    images = torch.arange(B)                 # original index of each image still being decoded
+    images = torch.arange(B, device=device)  # original index of each image still being decoded
     final = [None] * B                       # (scores, lengths, tokens, alphas) once an image is done
-    recorded = torch.zeros(B, dtype=torch.bool)
+    recorded = torch.zeros(B, dtype=torch.bool, device=device)
     for step in range(max_len + 1):
         n = images.numel()
         logits, state, alpha = dec.step(words, state, memory)
@@ -161,7 +161,7 @@ def generate(model, feats: torch.Tensor, beam_size: int = 3, max_len: int | None
                 met &= settled[:, :K].all(1)     # and the plain search has ended too
             finished = torch.where(has_req, met, finished)
         if step == max_len:
-            finished = torch.ones(n, dtype=torch.bool)
+            finished = torch.ones(n, dtype=torch.bool, device=device)
         for j in (finished & ~recorded).nonzero().flatten().tolist():
             final[int(images[j])] = (scores[j], lengths[j], tokens[j], alphas[j] if alphas is not None else None)
         recorded = finished

@@ -86,7 +86,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    cap = Captioner(args.model, beam_size=args.beam_size, length_penalty=args.length_penalty,
+    cap = Captioner(args.model, device=args.device, beam_size=args.beam_size, length_penalty=args.length_penalty,
                     backend=args.backend, precision=args.precision, no_repeat_ngram=args.no_repeat_ngram,
                         guidance=not args.no_guidance)
     scores, captions = evaluate(cap, args.data, args.split, args.beam_size, args.image_dir, args.batch_size,

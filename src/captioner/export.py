@@ -35,7 +35,8 @@ def main(argv=None) -> int:
     print(f"wrote {args.out}; fp16 gives the same caption as fp32 for {same}/8 random feature grids")
     if not args.no_calibrate:
         calibrate.calibrate(args.out, args.data, None, args.batch_size, args.encoder_weights, args.layout,
-                            args.backend, args.precision, args.no_repeat_ngram, not args.no_guidance)
+                            args.backend, args.precision, args.no_repeat_ngram, not args.no_guidance,
+                            device=args.device)
     return 0
 
 

@@ -47,9 +47,10 @@ def extract_features(encoder: Encoder, paths: list[Path], batch_size: int = 32, 
     loader = DataLoader(ImageFiles(paths, encoder.preprocess), batch_size=batch_size,
                         num_workers=workers)
     out = []
+    dev = next(encoder.parameters()).device
     for x in tqdm(loader, desc="features", unit="batch", disable=not progress):
-        g = encoder(x.contiguous(memory_format=torch.channels_last))
-        out.append(g.flatten(2).transpose(1, 2).to(torch.float16))
+        g = encoder(x.to(dev).contiguous(memory_format=torch.channels_last))
+        out.append(g.flatten(2).transpose(1, 2).to(torch.float16).cpu())
     return torch.cat(out)
 
 
@@ -135,16 +136,42 @@ def write_features(path: str | Path, encoder: Encoder, paths: list[Path], names:
     tmp = npy.with_name(f".{npy.name}.tmp{os.getpid()}")
     encoder.eval()
     loader = DataLoader(ImageFiles(paths, encoder.preprocess), batch_size=batch_size, num_workers=workers)
+    dev = next(encoder.parameters()).device
     try:
         with open(tmp, "wb") as f:
             for x in tqdm(loader, desc="features", unit="batch", disable=not progress):
-                g = encoder(x.contiguous(memory_format=torch.channels_last))
-                g = g.flatten(2).transpose(1, 2).to(torch.float16).contiguous()
+                g = encoder(x.to(dev).contiguous(memory_format=torch.channels_last))
+                g = g.flatten(2).transpose(1, 2).to(torch.float16).cpu().contiguous()
                 if f.tell() == 0:  # the header needs the grid's shape, known from the first batch
                     np.lib.format.write_array_header_2_0(
                         f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False,
                             "shape": (len(paths), g.size(1), g.size(2))})
                 f.write(g.numpy().tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, npy)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    tmp_js = js.with_name(f".{js.name}.tmp{os.getpid()}")
+    tmp_js.write_text(json.dumps({"names": list(names), "meta": meta}))
+    os.replace(tmp_js, js)
+    return FeatureStore(npy)
+
+
+def merge_features(path: str | Path, parts: list, names: list[str], meta: dict) -> FeatureStore:
+    """One cache from the shards of ``k`` processes, shard r holding rows r, r+k, r+2k, ... of
+    ``names`` (how data-parallel ranks split the encoding); streamed row by row, atomic."""
+    stores = [FeatureStore(p) for p in parts]
+    k, n = len(stores), len(names)
+    npy, js = _paths(path)
+    tmp = npy.with_name(f".{npy.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array_header_2_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
+                                                     "fortran_order": False, "shape": (n, *stores[0].shape[1:])})
+            for i in range(n):
+                f.write(stores[i % k][[i // k]].numpy().tobytes())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, npy)

@@ -160,18 +160,26 @@ class CaptionModel(nn.Module):
         return torch.stack(logits, 1), alphas
 
     def forward(self, images=None, captions=None, feats=None, label_smoothing: float = 0.0,
-                att_reg: float = 1.0, sample_prob: float = 0.0):
+                att_reg: float = 1.0, sample_prob: float = 0.0, loss_norm: tuple[int, int] | None = None):
         """Teacher-forced pass. ``captions`` [B, T] start with <start>, end with <end>, padded
         with 0.  Give ``images`` (end-to-end) or cached ``feats``.  Returns (logits, loss).
-        ``sample_prob``: scheduled sampling (``teacher_forced``)."""
+        ``sample_prob``: scheduled sampling (``teacher_forced``).  ``loss_norm`` = (target words,
+        captions) of a whole batch of which these captions are a part (data parallel training):
+        the loss is then this part's sum over that batch's counts instead of its own mean."""
         if feats is None:
             feats = self.encode(images)
         inputs, targets = captions[:, :-1], captions[:, 1:]
         logits, alphas = self.teacher_forced(feats, inputs, sample_prob=sample_prob)
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
-                               ignore_index=0, label_smoothing=label_smoothing)
+        flat, gold = logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1)
+        if loss_norm is None:
+            loss = F.cross_entropy(flat, gold, ignore_index=0, label_smoothing=label_smoothing)
+        else:
+            loss = F.cross_entropy(flat, gold, ignore_index=0, label_smoothing=label_smoothing,
+                                   reduction="sum") / loss_norm[0]
         if alphas[0] is not None and att_reg > 0:
             mask = (targets != 0).float().unsqueeze(2)                  # [B, T, 1]
-            att = (torch.stack(alphas, 1) * mask).sum(1)               # [B, L]
-            loss = loss + att_reg * ((1.0 - att) ** 2).mean()
+            att = (torch.stack(alphas, 1).float() * mask).sum(1)       # [B, L]
+            penalty = (1.0 - att) ** 2
+            loss = loss + att_reg * (penalty.mean() if loss_norm is None
+                                     else penalty.sum() / (loss_norm[1] * penalty.size(1)))
         return logits, loss

@@ -28,11 +28,39 @@ from pathlib import Path
 import torch
 
 BACKENDS = ("auto", "onnx", "torch")
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("CAPTIONER_CACHE", Path.home() / ".cache" / "captioner"))
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``: the process's GPU where CUDA is present, else Apple's MPS, else the CPU."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device; choose {DEVICES}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: this PyTorch sees no CUDA GPU")
+        if device.index is None:
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        elif device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) here")
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {name}: MPS is not available")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name}: choose {DEVICES}")
+    return device
 
 
 def has_amx() -> bool:
@@ -165,6 +193,8 @@ def add_arguments(ap) -> None:
     """The inference flags every entry point shares."""
     from .decode import DEFAULT_NO_REPEAT_NGRAM
 
+    ap.add_argument("--device", default="auto",
+                    help="auto (CUDA when present, else MPS, else CPU), cpu, cuda, cuda:N or mps")
     ap.add_argument("--backend", default="auto", choices=BACKENDS,
                     help="encoder back-end: onnx (ONNX Runtime), torch, or auto (onnx where installed)")
     ap.add_argument("--precision", default="auto", choices=PRECISIONS,

@@ -85,13 +85,13 @@ class LimitUploadSize:
 
 
 def create_app(captioner: Captioner | None = None, model_path: str | None = None,
-               max_upload_bytes: int = 10 * 2**20):
+               max_upload_bytes: int = 10 * 2**20, device: str = "cpu"):
     state = {"captioner": captioner}
     lock = threading.Lock()
 
     def get() -> Captioner:
         if state["captioner"] is None:  # loaded once, on first need (start-up loads it eagerly)
-            state["captioner"] = Captioner(model_path)
+            state["captioner"] = Captioner(model_path, device=device)
         return state["captioner"]
 
     @asynccontextmanager
@@ -114,7 +114,7 @@ def create_app(captioner: Captioner | None = None, model_path: str | None = None
     @app.get("/health")
     def health():
         c = get()
-        return {"status": "ok", "model": c.path.name, "encoder": c.model.cfg.encoder,
+        return {"status": "ok", "model": c.path.name, "device": str(c.device), "encoder": c.model.cfg.encoder,
                 "decoder": c.model.cfg.decoder, "vocabulary": len(c.vocab), "backend": c.backend,
                 "precision": c.precision}
 
@@ -154,11 +154,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--port", type=int, default=8000, help="port to listen on")
     ap.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
     ap.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted request body, in MB")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when present, else MPS, else CPU), cpu, cuda, cuda:N or mps")
 
 
 def main(args) -> int:
     import uvicorn
 
-    asgi, _ = create_app(model_path=args.model, max_upload_bytes=int(args.max_upload_mb * 2**20))
+    asgi, _ = create_app(model_path=args.model, max_upload_bytes=int(args.max_upload_mb * 2**20), device=args.device)
     uvicorn.run(asgi, host=args.host, port=args.port, log_level="info")
     return 0

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .data import tokenize
+from .distributed import Dist
 from .features import ImageFiles, Rows, extract_features
 from .scst import reward_scorer, scst_one_epoch
 
@@ -49,11 +50,14 @@ class Run:
     feats: object = None                        # the stage-1 feature cache (FeatureStore)
     init_finetuned: bool = False                # started (--init) from a fine-tuned model
     stale: int = 0                              # epochs since the last dev improvement
+    dist: Dist = field(default_factory=lambda: Dist(torch.device("cpu")))   # device, precision, ranks
 
     def restart_from_best(self, keep_as: str) -> None:
         """Continue from the best model so far (its file kept as ``keep_as`` for the ablations)."""
+        self.dist.barrier()   # rank 0 may still be writing it
         if self.best_path.is_file():
-            shutil.copyfile(self.best_path, self.out / keep_as)
+            if self.dist.is_main:
+                shutil.copyfile(self.best_path, self.out / keep_as)
             m, _, _ = checkpoint.load_model(self.best_path, encoder_weights=self.args.encoder_weights)
             self.model.load_state_dict(m.state_dict())
 
@@ -86,23 +90,48 @@ def length_bucketed_batches(lengths: list[int], batch_size: int, g: torch.Genera
 
 
 def train_one_epoch(model, batches, optimizer, params, label_smoothing=0.0, att_reg=1.0, clip=5.0,
-                    desc="train", progress=True, sample_prob=0.0) -> float:
-    """Cross-entropy training: ``batches`` yields (inputs dict for model.forward, captions).
-    Returns the mean loss."""
+                    desc="train", progress=True, sample_prob=0.0, dist: Dist | None = None) -> float:
+    """Cross-entropy training: ``batches`` yields (inputs dict for model.forward, captions) or,
+    in data-parallel training, (inputs, captions, (words, captions) of the global batch, weight).
+    ``model`` may be wrapped in DDP.  Returns the mean loss (this rank's, in parallel runs)."""
+    dist = dist or Dist(torch.device("cpu"))
     model.train()
     total, n = 0.0, 0
-    bar = tqdm(batches, desc=desc, unit="batch", disable=not progress, mininterval=5)
-    for inputs, caps in bar:
-        _, loss = model(captions=caps, label_smoothing=label_smoothing, att_reg=att_reg,
-                        sample_prob=sample_prob, **inputs)
+    bar = tqdm(batches, desc=desc, unit="batch", disable=not progress or not dist.is_main, mininterval=5)
+    for inputs, caps, *parallel in bar:
+        norm, weight = parallel if parallel else (None, 1.0)
+        inputs = {k: v.to(dist.device, non_blocking=True) for k, v in inputs.items()}
+        with dist.autocast():
+            _, loss = model(captions=caps.to(dist.device, non_blocking=True), label_smoothing=label_smoothing,
+                            att_reg=att_reg, sample_prob=sample_prob, loss_norm=norm, **inputs)
+        if norm is not None:
+            # DDP averages gradients over ranks: scaled so that they sum to the whole batch's
+            loss = loss * (dist.world * weight)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, clip)
-        optimizer.step()
-        total += loss.item()
+        if dist.scaler is not None:   # fp16: scale the loss so small gradients survive
+            dist.scaler.scale(loss).backward()
+            dist.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, clip)
+            dist.scaler.step(optimizer)
+            dist.scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, clip)
+            optimizer.step()
+        total += loss.item() / (dist.world if norm is not None else 1)
         n += 1
         bar.set_postfix(loss=f"{total / n:.3f}", refresh=False)
     return total / max(n, 1)
+
+
+def parallel_batches(dist: Dist, batches, lengths):
+    """Each global batch -> this rank's share, the global (target words, captions) and a weight:
+    0 for a rank left without captions (it still runs a step, so that DDP's all-reduce meets)."""
+    for b in batches:
+        mine, weight = dist.share(b), 1.0
+        if not mine:
+            mine, weight = b[:1], 0.0
+        yield mine, (sum(lengths[j] - 1 for j in b), len(b)), weight
 
 
 class _Sized:
@@ -132,6 +161,14 @@ class _Multi:
         for o in self.opts:
             o.step()
 
+    @property
+    def param_groups(self):   # what GradScaler.unscale_ and step look at
+        return [g for o in self.opts for g in o.param_groups]
+
+    @property
+    def state(self):
+        return {k: v for o in self.opts for k, v in o.state.items()}
+
 
 class _CaptionedImages(ImageFiles):
     def __init__(self, paths, caps, preprocess):
@@ -142,14 +179,28 @@ class _CaptionedImages(ImageFiles):
         return super().__getitem__(i), self.caps[i]
 
 
-def finetune_loader(ds, names, vocab, preprocess, args, g):
-    """One pass over the training images, each with one of its captions drawn at random."""
+def finetune_loader(ds, names, vocab, preprocess, args, g, dist: Dist | None = None):
+    """One pass over the training images, each with one of its captions drawn at random; in
+    data-parallel training each rank loads its share of every global batch."""
     caps = [vocab.encode(tokenize(ds.captions[n][int(torch.randint(len(ds.captions[n]), (1,), generator=g))])
                          [:args.max_len]) for n in names]
     order = torch.randperm(len(names), generator=g).tolist()
     data = _CaptionedImages([ds.image_dir / names[i] for i in order], [caps[i] for i in order], preprocess)
-    return DataLoader(data, batch_size=args.finetune_batch_size, num_workers=args.workers,
-                      collate_fn=lambda b: (torch.stack([x for x, _ in b]), pad([c for _, c in b])))
+    pin = dist is not None and dist.device.type == "cuda"
+
+    def collate(b):
+        return torch.stack([x for x, _ in b]), pad([c for _, c in b])
+
+    if dist is None or not dist.distributed:
+        return DataLoader(data, batch_size=args.finetune_batch_size, num_workers=args.workers,
+                          collate_fn=collate, pin_memory=pin)
+    bs = args.finetune_batch_size
+    glob = [list(range(i, min(i + bs, len(data)))) for i in range(0, len(data), bs)]
+    lengths = [len(c) for c in data.caps]
+    plan = list(parallel_batches(dist, glob, lengths))
+    loader = DataLoader(data, batch_sampler=[mine for mine, _, _ in plan], num_workers=args.workers,
+                        collate_fn=collate, pin_memory=pin)
+    return _Sized(((x, c, norm, w) for (x, c), (_, norm, w) in zip(loader, plan)), len(plan))
 
 
 # ---------------------------------------------------------------- the stages
@@ -195,12 +246,18 @@ class FrozenStage(Stage):
     def train_one_epoch(self, epoch: int, sample_prob: float) -> dict:
         r, a = self.run, self.run.args
         lengths = [len(c) for _, c in r.pairs]
-        batches = (({"feats": r.feats[[r.index[r.pairs[j][0]] for j in b]]}, pad([r.pairs[j][1] for j in b]))
-                   for b in length_bucketed_batches(lengths, a.batch_size, r.g))
+        order = length_bucketed_batches(lengths, a.batch_size, r.g)   # the same on every rank
+        if r.dist.distributed:
+            batches = (({"feats": r.feats[[r.index[r.pairs[j][0]] for j in mine]]},
+                        pad([r.pairs[j][1] for j in mine]), norm, w)
+                       for mine, norm, w in parallel_batches(r.dist, order, lengths))
+        else:
+            batches = (({"feats": r.feats[[r.index[r.pairs[j][0]] for j in b]]}, pad([r.pairs[j][1] for j in b]))
+                       for b in order)
         n_batches = math.ceil(len(r.pairs) / a.batch_size)
-        loss = train_one_epoch(r.model, _Sized(batches, n_batches), r.optimizers["decoder"], r.dec_params,
-                               a.label_smoothing, a.att_reg, desc=f"epoch {epoch} (frozen encoder)",
-                               sample_prob=sample_prob)
+        loss = train_one_epoch(r.dist.wrap(r.model), _Sized(batches, n_batches), r.optimizers["decoder"],
+                               r.dec_params, a.label_smoothing, a.att_reg, desc=f"epoch {epoch} (frozen encoder)",
+                               sample_prob=sample_prob, dist=r.dist)
         return {"train_loss": loss}
 
     def dev_features(self) -> torch.Tensor:
@@ -226,16 +283,21 @@ class FinetuneStage(Stage):
     def train_one_epoch(self, epoch: int, sample_prob: float) -> dict:
         r, a = self.run, self.run.args
         r.model.encoder.set_trainable(a.finetune_blocks)
-        loader = finetune_loader(r.ds, r.train_names, r.vocab, r.model.preprocess, a, r.g)
-        loss = train_one_epoch(r.model, _Sized((({"images": x}, c) for x, c in loader), len(loader)),
+        if r.dist.device.type == "cuda":
+            r.model.encoder.to(memory_format=torch.channels_last)
+        loader = finetune_loader(r.ds, r.train_names, r.vocab, r.model.preprocess, a, r.g, r.dist)
+        loss = train_one_epoch(r.dist.wrap(r.model), _Sized((({"images": x}, c, *rest) for x, c, *rest in loader),
+                                                             len(loader)),
                                _Multi(r.optimizers), r.dec_params + r.enc_params, a.label_smoothing,
-                               a.att_reg, desc=f"epoch {epoch} (fine-tuning)", sample_prob=sample_prob)
+                               a.att_reg, desc=f"epoch {epoch} (fine-tuning)", sample_prob=sample_prob, dist=r.dist)
         r.model.encoder.set_trainable(0)
         r.model.eval()
         return {"train_loss": loss}
 
     def dev_features(self) -> torch.Tensor:
         r = self.run
+        if not r.dist.is_main:   # only rank 0 evaluates
+            return None
         return extract_features(r.model.encoder, [r.ds.image_dir / n for n in r.dev_names],
                                 workers=r.args.workers, progress=False)
 
@@ -267,6 +329,10 @@ class ScstStage(Stage):
 
     def train_one_epoch(self, epoch: int, sample_prob: float) -> dict:
         r, a = self.run, self.run.args
+        if r.dist.distributed:
+            raise SystemExit("SCST runs in one process for now: run it after the distributed run, "
+                             "e.g. captioner train --init OUT/best.safetensors --epochs 0 --finetune-epochs 0 "
+                             "--scst-epochs N")
         if self.train_feats is None:
             self._prepare()
         res = scst_one_epoch(r.model, self.train_feats, self.scorer, r.vocab, r.optimizers["decoder"],

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -28,7 +30,9 @@ from . import checkpoint
 from .data import LAYOUTS, load_dataset, tokenize
 from .decode import DEFAULT_LENGTH_PENALTY, DEFAULT_NO_REPEAT_NGRAM, generate
 from .checkpoint import weights_digest
-from .features import load_features, write_features
+from . import distributed
+from .distributed import TRAIN_PRECISIONS, Dist
+from .features import FeatureStore, load_features, merge_features, write_features
 from .stages import FinetuneStage, Run, ScstStage, encode_split, plan
 from .encoders import CHANNELS
 from .metrics import score_all
@@ -43,8 +47,9 @@ def caption_features(model, feats: torch.Tensor, vocab: Vocab, beam_size=3, leng
                      batch_size=100, no_repeat_ngram=DEFAULT_NO_REPEAT_NGRAM) -> list[list[str]]:
     model.eval()
     out = []
+    dev = next(model.parameters()).device
     for i in range(0, feats.size(0), batch_size):
-        for hyps in generate(model, feats[i:i + batch_size], beam_size, length_penalty=length_penalty,
+        for hyps in generate(model, feats[i:i + batch_size].to(dev), beam_size, length_penalty=length_penalty,
                              no_repeat_ngram=no_repeat_ngram):
             out.append(vocab.decode(hyps[0].tokens))
     return out
@@ -75,11 +80,14 @@ def default_cache(args, digest: str = "") -> Path:
     return cache_dir() / f"features_{tag}_{args.encoder}_{args.image_size}{suffix}.npy"
 
 
-def cached_features(path: Path, encoder, ds, names: list[str], workers: int, accept_unhashed: bool = False):
+def cached_features(path: Path, encoder, ds, names: list[str], workers: int, accept_unhashed: bool = False,
+                    dist: Dist | None = None):
     """-> (name -> row, ``FeatureStore``) of ``names`` from ``encoder``, read from ``path`` when it
     was made by exactly these weights (a hash of them is stored with the grids), else computed and
     written.  ``accept_unhashed`` also trusts a cache written before hashes were stored (pip weights
-    only).  The grids stay on disk; training reads the rows of each batch."""
+    only).  The grids stay on disk; training reads the rows of each batch.  In data-parallel
+    training each rank encodes its share of the images and rank 0 writes the one cache."""
+    dist = dist or Dist(torch.device("cpu"))
     digest = weights_digest(encoder)
     found = load_features(path)
     if found:
@@ -90,21 +98,34 @@ def cached_features(path: Path, encoder, ds, names: list[str], workers: int, acc
             print(f"features: {feats.path} {feats.shape}")
             return index, feats
         print(f"features: {feats.path} does not match this run; recomputing")
-    feats = write_features(path, encoder.to(memory_format=torch.channels_last), [ds.image_dir / n for n in names],
-                           names, {"encoder": encoder.name, "image_size": encoder.preprocess.size, "weights": digest},
-                           batch_size=32, workers=workers)
-    return {n: i for i, n in enumerate(names)}, feats
+    meta = {"encoder": encoder.name, "image_size": encoder.preprocess.size, "weights": digest}
+    encoder = encoder.to(memory_format=torch.channels_last)
+    paths = [ds.image_dir / n for n in names]
+    if not dist.distributed:
+        return {n: i for i, n in enumerate(names)}, write_features(path, encoder, paths, names, meta, 32, workers)
+    dist.barrier()   # every rank has looked at the old cache before it is replaced
+    parts = [Path(path).with_name(f"{Path(path).stem}.part{r}of{dist.world}.npy") for r in range(dist.world)]
+    write_features(parts[dist.rank], encoder, paths[dist.rank::dist.world], names[dist.rank::dist.world], meta,
+                   32, workers, progress=dist.is_main)
+    dist.barrier()
+    if dist.is_main:
+        merge_features(path, parts, names, meta)
+        for p in parts:
+            p.unlink()
+            p.with_suffix(".json").unlink()
+    dist.barrier()
+    return {n: i for i, n in enumerate(names)}, FeatureStore(path)
 
 
-def get_features(args, ds, encoder, finetuned: bool = False):
+def get_features(args, ds, encoder, finetuned: bool = False, dist: Dist | None = None):
     """Cached grids for every image of the dataset, computed on first use.  ``finetuned``: the
     encoder comes from a fine-tuned checkpoint (``--init``), so it gets a cache of its own."""
     path = Path(args.feature_cache) if args.feature_cache else \
         default_cache(args, weights_digest(encoder) if finetuned else "")
-    return cached_features(path, encoder, ds, ds.images(), args.workers, accept_unhashed=not finetuned)
+    return cached_features(path, encoder, ds, ds.images(), args.workers, accept_unhashed=not finetuned, dist=dist)
 
 
-def setup(args) -> Run:
+def setup(args, dist: Dist) -> Run:
     """Data, vocabulary, model, optimizers and the stage-1 feature cache of a run."""
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -113,7 +134,7 @@ def setup(args) -> Run:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ds = load_dataset(args.data, args.layout)
-    if ds.assigned_split:  # no split in the data: keep the one assigned, beside the run's checkpoints
+    if ds.assigned_split and dist.is_main:  # no split in the data: keep the one assigned, beside the checkpoints
         (out / "split.json").write_text(json.dumps(ds.split_of, indent=0, sort_keys=True))
     print(ds.summary())
     train_names, dev_names = ds.images("train"), ds.images("dev")
@@ -131,23 +152,24 @@ def setup(args) -> Run:
         if (cfg.encoder, cfg.image_size) != (args.encoder, args.image_size):
             raise SystemExit(f"--init {args.init}: its encoder {cfg.encoder}@{cfg.image_size} differs from "
                              f"--encoder {args.encoder} --image-size {args.image_size}")
-        vocab.save(vocab_path)
     else:
         if args.resume and vocab_path.is_file():
             vocab = Vocab.load(vocab_path)
         else:
             vocab = Vocab.build((tokenize(c) for n in train_names for c in ds.captions[n]), args.min_count)
-            vocab.save(vocab_path)
         cfg = ModelConfig(vocab_size=len(vocab), decoder=args.decoder, encoder=args.encoder,
                           image_size=args.image_size, feature_dim=CHANNELS[args.encoder],
                           embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,
                           attention_dim=args.attention_dim, dropout=args.dropout, max_len=args.max_len)
         model = CaptionModel(cfg, encoder_weights=args.encoder_weights)
+    if dist.is_main:
+        vocab.save(vocab_path)
     print(f"vocabulary: {len(vocab)} words")
     model.encoder.update_bn_stats = args.finetune_bn_stats
+    model.to(dist.device)
     index, feats = {}, None
     if args.epochs or args.finetune_epochs:
-        index, feats = get_features(args, ds, model.encoder, finetuned=bool(init_meta.get("finetuned")))
+        index, feats = get_features(args, ds, model.encoder, bool(init_meta.get("finetuned")), dist)
     pairs = encode_split(ds, train_names, vocab, args.max_len)
     print(f"training captions: {len(pairs)} from {len(train_names)} images; dev images: {len(dev_names)}")
 
@@ -159,13 +181,31 @@ def setup(args) -> Run:
     optimizers = {"decoder": opt, **({"encoder": opt_enc} if opt_enc else {})}
     return Run(args, ds, vocab, model, train_names, dev_names, pairs, optimizers, dec_params, enc_params,
                torch.Generator().manual_seed(args.seed), out, out / "best.safetensors", index, feats,
-               init_finetuned=bool(init_meta.get("finetuned")))
+               init_finetuned=bool(init_meta.get("finetuned")), dist=dist)
 
 
 def main(args):
     """Run the plan of stages: train an epoch, caption the dev split, keep the best, write the
-    resume point; -> the history."""
-    run = setup(args)
+    resume point; -> the history.  Under torchrun, every rank runs this; rank 0 writes."""
+    dist = distributed.init(args.device, args.precision)
+    if dist.distributed and args.scst_epochs:
+        raise SystemExit("--scst-epochs: SCST runs in one process for now; after this run, "
+                         "captioner train --init OUT/best.safetensors --epochs 0 --finetune-epochs 0 --scst-epochs N")
+    quiet = None
+    if not dist.is_main:   # one voice: rank 0's
+        quiet = sys.stdout = open(os.devnull, "w")
+    try:
+        return _run(args, dist)
+    finally:
+        distributed.cleanup()
+        if quiet:
+            sys.stdout = sys.__stdout__
+            quiet.close()
+
+
+def _run(args, dist: Dist):
+    run = setup(args, dist)
+    print(f"device {dist.device}, precision {dist.amp_dtype or 'fp32'}, {dist.world} process(es)")
     model, vocab, out, g = run.model, run.vocab, run.out, run.g
     last, best_path, state_path = out / "last.safetensors", run.best_path, out / "train_state.safetensors"
     history, best, start_epoch, info = [], -1.0, 1, {}
@@ -192,8 +232,13 @@ def main(args):
             if epoch == stage.first:
                 stage.begin()
             result = stage.train_one_epoch(epoch, p_sample)
-            scores, _ = evaluate(model, stage.dev_features(), run.dev_names, dev_refs, vocab, args.eval_beam,
-                                 args.length_penalty, no_repeat_ngram=args.no_repeat_ngram)
+            if dist.distributed:   # the whole batch's loss: the ranks' parts summed
+                result["train_loss"] = dist.sum(result["train_loss"])
+            scores = None
+            if dist.is_main:       # rank 0 evaluates; the others take its scores
+                scores, _ = evaluate(model, stage.dev_features(), run.dev_names, dev_refs, vocab, args.eval_beam,
+                                     args.length_penalty, no_repeat_ngram=args.no_repeat_ngram)
+            scores = dist.broadcast(scores)
             entry = {"epoch": epoch, "stage": stage.name, "train_loss": result["train_loss"], "dev": scores,
                      "seconds": round(time.time() - t0, 1)}
             if not isinstance(stage, ScstStage) and args.scheduled_sampling > 0:
@@ -204,25 +249,30 @@ def main(args):
             meta = {"finetuned": isinstance(stage, FinetuneStage) or any(h["stage"] == "finetune" for h in history)
                     or run.init_finetuned, "epoch": epoch,
                     "dev": scores, "args": {k: v for k, v in vars(args).items() if k != "func"}}
-            if scores["CIDEr-D"] > best:
+            improved = scores["CIDEr-D"] > best
+            if improved:
                 best, run.stale = scores["CIDEr-D"], 0
-                checkpoint.save_model(best_path, model, vocab, meta)
             else:
                 run.stale += 1
-            checkpoint.save_model(last, model, vocab, meta)
-            # the resume point is written last: a kill before this line repeats the epoch, identically
-            checkpoint.save_train_state(state_path, model, run.optimizers, {
-                "epoch": epoch, "history": history, "best": best, "stale": run.stale,
-                "gen_state": g.get_state().tolist()})
-            (out / "history.json").write_text(json.dumps(history, indent=1))
-            plot_history(history, out / "curves.png")
+            if dist.is_main:
+                if improved:
+                    checkpoint.save_model(best_path, model, vocab, meta)
+                checkpoint.save_model(last, model, vocab, meta)
+                # the resume point is written last: a kill before this line repeats the epoch, identically
+                checkpoint.save_train_state(state_path, model, run.optimizers, {
+                    "epoch": epoch, "history": history, "best": best, "stale": run.stale,
+                    "gen_state": g.get_state().tolist()})
+                (out / "history.json").write_text(json.dumps(history, indent=1))
+                plot_history(history, out / "curves.png")
+            dist.barrier()
     print(f"best dev CIDEr-D {best:.4f}: {best_path}")
-    if args.calibrate and best_path.is_file():
+    if args.calibrate and best_path.is_file() and dist.is_main:
         # what the model knows of its limits (out-of-domain statistics, confidence), stored in its
         # file; only train and dev images take part (calibrate.py)
         from .calibrate import calibrate
 
-        calibrate(best_path, args.data, layout=args.layout, no_repeat_ngram=args.no_repeat_ngram)
+        calibrate(best_path, args.data, layout=args.layout, no_repeat_ngram=args.no_repeat_ngram,
+                  device=str(dist.device))
     return history
 
 
@@ -281,5 +331,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seed", type=int, default=0, help="random seed")
     ap.add_argument("--init", default=None, help="start from this trained checkpoint (its config and vocabulary)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/train_state.safetensors")
+    ap.add_argument("--device", default="auto",
+                    help="auto (the process's GPU where CUDA is present, else MPS, else CPU), cpu, cuda, cuda:N or mps")
+    ap.add_argument("--precision", default="auto", choices=TRAIN_PRECISIONS,
+                    help="mixed precision on GPUs: bf16 autocast, fp16 with a gradient scaler, fp32; "
+                         "auto = bf16 where the GPU has it, fp32 on the CPU")
     ap.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                     help="do not calibrate best.safetensors at the end (out-of-domain flag, confidence, tags)")
