@@ -26,9 +26,10 @@ def train(data, out, *extra, nproc=1, max_restarts=0, wait=True):
     if nproc == 1:
         cmd = [sys.executable, "-m", "captioner", *args]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--max-restarts", str(max_restarts), "--master-port", str(29500 + os.getpid() % 1000),
-               "-m", "captioner", *args]
+        # --standalone: a c10d rendezvous on a free port, with a fresh round after each restart (the
+        # static rendezvous reuses the old round's keys, and the restarted ranks can then fail to meet)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+               "--max-restarts", str(max_restarts), "-m", "captioner", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if not wait:
         return proc

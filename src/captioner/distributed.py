@@ -109,7 +109,15 @@ def init(device: str = "auto", precision: str = "auto") -> Dist:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+        timeout = datetime.timedelta(minutes=30)
+        # torchrun's store outlives a restart (--max-restarts): the keys of each attempt get their own
+        # prefix, or the restarted ranks may read a dead process's address and fail to connect
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                              is_master=rank == 0 and not agent_store, timeout=timeout)
+        dist.init_process_group(backend, store=dist.PrefixStore(f"captioner/attempt{attempt}", store),
+                                rank=rank, world_size=world, timeout=timeout)
     amp = resolve_train_precision(precision, dev)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     return Dist(dev, rank, world, local_rank, amp, scaler)

@@ -126,27 +126,20 @@ class Rows:
         return self.store[[self.rows[i] for i in idx]]
 
 
-@torch.inference_mode()
-def write_features(path: str | Path, encoder: Encoder, paths: list[Path], names: list[str], meta: dict,
-                   batch_size: int = 32, workers: int = 1, progress: bool = True) -> FeatureStore:
-    """Encode images straight into a cache file, batch by batch; atomic (temporary files renamed
-    once complete, the names file last)."""
+def _write_cache(path: str | Path, names: list[str], meta: dict, blocks) -> FeatureStore:
+    """Write fp16 grids from ``blocks`` (tensors of whole rows, in order, ``len(names)`` rows in
+    all) as NAME.npy + NAME.json; atomic: temporary files renamed once complete, the names last."""
     npy, js = _paths(path)
     npy.parent.mkdir(parents=True, exist_ok=True)
     tmp = npy.with_name(f".{npy.name}.tmp{os.getpid()}")
-    encoder.eval()
-    loader = DataLoader(ImageFiles(paths, encoder.preprocess), batch_size=batch_size, num_workers=workers)
-    dev = next(encoder.parameters()).device
     try:
         with open(tmp, "wb") as f:
-            for x in tqdm(loader, desc="features", unit="batch", disable=not progress):
-                g = encoder(x.to(dev).contiguous(memory_format=torch.channels_last))
-                g = g.flatten(2).transpose(1, 2).to(torch.float16).cpu().contiguous()
-                if f.tell() == 0:  # the header needs the grid's shape, known from the first batch
+            for block in blocks:
+                if f.tell() == 0:  # the header needs the grid's shape, known from the first block
                     np.lib.format.write_array_header_2_0(
                         f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False,
-                            "shape": (len(paths), g.size(1), g.size(2))})
-                f.write(g.numpy().tobytes())
+                            "shape": (len(names), *block.shape[1:])})
+                f.write(block.numpy().tobytes())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, npy)
@@ -157,31 +150,30 @@ def write_features(path: str | Path, encoder: Encoder, paths: list[Path], names:
     tmp_js.write_text(json.dumps({"names": list(names), "meta": meta}))
     os.replace(tmp_js, js)
     return FeatureStore(npy)
+
+
+@torch.inference_mode()
+def write_features(path: str | Path, encoder: Encoder, paths: list[Path], names: list[str], meta: dict,
+                   batch_size: int = 32, workers: int = 1, progress: bool = True) -> FeatureStore:
+    """Encode images straight into a cache file, batch by batch."""
+    encoder.eval()
+    loader = DataLoader(ImageFiles(paths, encoder.preprocess), batch_size=batch_size, num_workers=workers)
+    dev = next(encoder.parameters()).device
+
+    def blocks():
+        for x in tqdm(loader, desc="features", unit="batch", disable=not progress):
+            g = encoder(x.to(dev).contiguous(memory_format=torch.channels_last))
+            yield g.flatten(2).transpose(1, 2).to(torch.float16).cpu().contiguous()
+
+    return _write_cache(path, names, meta, blocks())
 
 
 def merge_features(path: str | Path, parts: list, names: list[str], meta: dict) -> FeatureStore:
     """One cache from the shards of ``k`` processes, shard r holding rows r, r+k, r+2k, ... of
-    ``names`` (how data-parallel ranks split the encoding); streamed row by row, atomic."""
+    ``names`` (how data-parallel ranks split the encoding); streamed row by row."""
     stores = [FeatureStore(p) for p in parts]
-    k, n = len(stores), len(names)
-    npy, js = _paths(path)
-    tmp = npy.with_name(f".{npy.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.lib.format.write_array_header_2_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
-                                                     "fortran_order": False, "shape": (n, *stores[0].shape[1:])})
-            for i in range(n):
-                f.write(stores[i % k][[i // k]].numpy().tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, npy)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    tmp_js = js.with_name(f".{js.name}.tmp{os.getpid()}")
-    tmp_js.write_text(json.dumps({"names": list(names), "meta": meta}))
-    os.replace(tmp_js, js)
-    return FeatureStore(npy)
+    k = len(stores)
+    return _write_cache(path, names, meta, (stores[i % k][[i // k]] for i in range(len(names))))
 
 
 def load_features(path: str | Path) -> tuple[dict[str, int], FeatureStore, dict] | None:
