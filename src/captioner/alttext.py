@@ -11,7 +11,7 @@ its own limits (``knowledge.py``).  Pure string logic, so every entry point says
   * out of domain without such a tag: an explicit "No reliable description".
 
 Out of domain the caption is never used: there the shipped model invented a person or a dog in
-93 % of its captions (README).  Alt text stays within 125 characters (IPTC's guidance).
+94 % of its captions (docs/knowledge.md).  Alt text stays within 125 characters (IPTC's guidance).
 """
 from __future__ import annotations
 

@@ -137,8 +137,11 @@ class Captioner:
         feats = feats[0] if len(feats) == 1 else feats
         decode = dict(length_penalty=self.length_penalty, n_best=max(n_best, 1), no_repeat_ngram=self.no_repeat_ngram)
         kn = self.knowledge
-        if kn is None:
-            return [self._caption(hyps, side) for hyps in generate(self.decoding, feats, k, **decode)]
+        if kn is None:   # a model file that was never calibrated: the caption is the alt text
+            out = [self._caption(hyps, side) for hyps in generate(self.decoding, feats, k, **decode)]
+            for c in out:
+                c.alt_text = alttext.compose(c.text, None, None, [])
+            return out
         # the ImageNet head and the domain check run on the pooled grid already computed
         probs, dist, in_domain = kn.assess(grids[0].mean((2, 3)))
         cand = kn.candidates(probs, in_domain) if self.guidance else [None] * len(probs)
@@ -175,20 +178,24 @@ class Captioner:
         words = self.vocab.decode(best.tokens)
         text = " ".join(words)
         return Caption(text, words, best.score, [(" ".join(self.vocab.decode(h.tokens)), h.score) for h in hyps],
-                       best.attention, side, alt_text=alttext.compose(text, None, None, []))
+                       best.attention, side)
+
+    def _batches(self, paths: list, batch_size: int, workers: int = 0):
+        """Yield (batch of (index, tensor or None, error or None), the readable images stacked with
+        their indices): one bad file never stops the batch."""
+        loader = DataLoader(_Files(paths, self.preprocess), batch_size=batch_size, num_workers=workers,
+                            collate_fn=_collate)
+        for batch in loader:
+            good = [(i, x) for i, x, err in batch if err is None]
+            yield batch, [i for i, _ in good], (torch.stack([x for _, x in good]) if good else None)
 
     @torch.inference_mode()
     def pooled_features(self, paths, batch_size: int = 32):
         """Yield (path, pooled encoder features [D] or an error message): the encoder only, for
         calibration (``calibrate.py``)."""
         paths = list(paths)
-        loader = DataLoader(_Files(paths, self.preprocess), batch_size=batch_size, collate_fn=_collate)
-        for batch in loader:
-            good = [(i, x) for i, x, err in batch if err is None]
-            pooled = {}
-            if good:
-                g = self._grids(torch.stack([x for _, x in good]))[0].mean((2, 3)).float().cpu()
-                pooled = {i: p for (i, _), p in zip(good, g)}
+        for batch, idx, x in self._batches(paths, batch_size):
+            pooled = dict(zip(idx, self._grids(x)[0].mean((2, 3)).float().cpu())) if idx else {}
             for i, _, err in batch:
                 yield paths[i], pooled.get(i, err)
 
@@ -205,14 +212,8 @@ class Captioner:
         """Yield (path, Caption or error message) in input order; decoding and preprocessing run in
         ``workers`` processes while the model computes; a bad file never stops the batch."""
         paths = list(paths)
-        loader = DataLoader(_Files(paths, self.preprocess), batch_size=batch_size, num_workers=workers,
-                            collate_fn=_collate)
-        for batch in loader:
-            good = [(i, x) for i, x, err in batch if err is None]
-            results = {}
-            if good:
-                caps = self.caption_tensors(torch.stack([x for _, x in good]), beam_size, n_best)
-                results = {i: c for (i, _), c in zip(good, caps)}
+        for batch, idx, x in self._batches(paths, batch_size, workers):
+            results = dict(zip(idx, self.caption_tensors(x, beam_size, n_best))) if idx else {}
             for i, _, err in batch:
                 yield paths[i], results.get(i, err)
 

@@ -70,6 +70,15 @@ def atomic_save(tensors: dict, path: str | Path, metadata: dict) -> None:
             tmp.unlink()
 
 
+def weights_digest(module: torch.nn.Module) -> str:
+    """Short hash of a module's weights: tells a cache made by a fine-tuned encoder from another."""
+    h = hashlib.sha1()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def save_model(path, model: CaptionModel, vocab: Vocab, meta: dict | None = None,
                include_encoder: bool | None = None, dtype: torch.dtype = torch.float32) -> None:
     if include_encoder is None:
@@ -126,15 +135,6 @@ def save_knowledge(path, tensors: dict, info: dict, out=None) -> None:
     dtype = next((v.dtype for k, v in kept.items() if v.is_floating_point()), torch.float32)
     kept.update({k: (v.to(dtype) if v.is_floating_point() else v).cpu() for k, v in tensors.items()})
     atomic_save(kept, out or path, {**md, "knowledge": json.dumps(info)})
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    """Short hash of a module's weights: tells a cache made by a fine-tuned encoder from another."""
-    h = hashlib.sha1()
-    for k, v in module.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def load_knowledge(path=None) -> tuple[dict, dict] | None:

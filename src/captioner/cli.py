@@ -66,7 +66,7 @@ def _app_arguments(p):
     p.add_argument("--host", default="0.0.0.0", help="address to listen on")
     p.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
     p.add_argument("--examples", default=None, help="folder of example photos for the gallery")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present, else MPS, else CPU), cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", default="auto", help=runtime.DEVICE_HELP)
 
 
 def _app(args) -> int:

@@ -29,6 +29,7 @@ import torch
 
 BACKENDS = ("auto", "onnx", "torch")
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
+DEVICE_HELP = "auto (CUDA when present, else MPS, else CPU), cpu, cuda, cuda:N or mps"
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -193,8 +194,7 @@ def add_arguments(ap) -> None:
     """The inference flags every entry point shares."""
     from .decode import DEFAULT_NO_REPEAT_NGRAM
 
-    ap.add_argument("--device", default="auto",
-                    help="auto (CUDA when present, else MPS, else CPU), cpu, cuda, cuda:N or mps")
+    ap.add_argument("--device", default="auto", help=DEVICE_HELP)
     ap.add_argument("--backend", default="auto", choices=BACKENDS,
                     help="encoder back-end: onnx (ONNX Runtime), torch, or auto (onnx where installed)")
     ap.add_argument("--precision", default="auto", choices=PRECISIONS,

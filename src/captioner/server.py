@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 
 from .api import Captioner
 from .images import ImageError, open_image
+from .runtime import DEVICE_HELP
 
 MAX_BATCH = 32
 
@@ -154,7 +155,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--port", type=int, default=8000, help="port to listen on")
     ap.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
     ap.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted request body, in MB")
-    ap.add_argument("--device", default="auto", help="auto (CUDA when present, else MPS, else CPU), cpu, cuda, cuda:N or mps")
+    ap.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def main(args) -> int:

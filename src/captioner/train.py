@@ -38,7 +38,7 @@ from .encoders import CHANNELS
 from .metrics import score_all
 from .model import CaptionModel, ModelConfig
 from .plots import plot_history
-from .runtime import cache_dir
+from .runtime import DEVICE_HELP, cache_dir
 from .vocab import Vocab
 
 
@@ -331,8 +331,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seed", type=int, default=0, help="random seed")
     ap.add_argument("--init", default=None, help="start from this trained checkpoint (its config and vocabulary)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/train_state.safetensors")
-    ap.add_argument("--device", default="auto",
-                    help="auto (the process's GPU where CUDA is present, else MPS, else CPU), cpu, cuda, cuda:N or mps")
+    ap.add_argument("--device", default="auto", help=DEVICE_HELP + "; under torchrun, each process's own GPU")
     ap.add_argument("--precision", default="auto", choices=TRAIN_PRECISIONS,
                     help="mixed precision on GPUs: bf16 autocast, fp16 with a gradient scaler, fp32; "
                          "auto = bf16 where the GPU has it, fp32 on the CPU")
