@@ -71,6 +71,30 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_data, t
     assert ha[0]["train_loss"] == pytest.approx(hb[0]["train_loss"], rel=1e-5)
 
 
+def test_scst_in_two_processes_equals_one_process(tiny_data, tmp_path):
+    # beam candidates (the default) are deterministic, so the two runs must agree; 5 training images
+    # in batches of 2 leave the second rank without an image in the last batch, which must still step
+    cache = tmp_path / "cache.npy"
+    train(tiny_data, tmp_path / "xe", "--epochs", "1", "--finetune-epochs", "0", "--feature-cache", cache)
+    scst = ["--init", tmp_path / "xe" / "best.safetensors", "--epochs", "0", "--finetune-epochs", "0",
+            "--scst-epochs", "1", "--scst-batch-size", "2", "--scst-samples", "3", "--scst-max-len", "6", "--limit", "5"]
+    train(tiny_data, tmp_path / "one", *scst)
+    log = train(tiny_data, tmp_path / "two", *scst, nproc=2)
+    assert log.count("best dev CIDEr-D") == 1
+    a, b = decoder_params(tmp_path / "one" / "last.safetensors"), decoder_params(tmp_path / "two" / "last.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=2e-4), (k, (a[k] - b[k]).abs().max())
+    ha = json.loads((tmp_path / "one" / "history.json").read_text())
+    hb = json.loads((tmp_path / "two" / "history.json").read_text())
+    assert [h["stage"] for h in hb] == ["scst"]
+    assert ha[0]["train_reward"] == pytest.approx(hb[0]["train_reward"], rel=1e-5)
+    assert ha[0]["train_loss"] == pytest.approx(hb[0]["train_loss"], rel=1e-4, abs=1e-6)
+    # the final encoder's grids were encoded by both ranks and written once
+    assert sorted(p.name for p in (tmp_path / "two").glob("features_final_encoder*")) == \
+        ["features_final_encoder.json", "features_final_encoder.npy"]
+
+
 def test_two_processes_write_one_cache_and_one_loadable_checkpoint(tiny_data, tmp_path):
     train(tiny_data, tmp_path / "one", "--epochs", "1", "--finetune-epochs", "0",
           "--feature-cache", tmp_path / "c1.npy")

@@ -87,6 +87,20 @@ class Dist:
         dist.all_reduce(t)
         return float(t.item())
 
+    def sum_grads(self, params: list) -> None:
+        """Each parameter's gradient summed over the ranks, in one all-reduce (for steps that do not
+        run through DDP's forward, as SCST's beam search and sampling); a missing gradient counts as 0."""
+        if not self.distributed:
+            return
+        params = [p for p in params if p.requires_grad]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        i = 0
+        for p, g in zip(params, grads):
+            p.grad = flat[i:i + g.numel()].view_as(p).clone()
+            i += g.numel()
+
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model as this process trains it: DDP over the parameters that now require grad."""
         if not self.distributed:

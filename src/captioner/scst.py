@@ -85,37 +85,57 @@ def reward_scorer(refs: list[list[list[str]]]) -> CiderD:
     return CiderD([[r + [END_TOKEN] for r in rs] for rs in refs])
 
 
-def scst_one_epoch(model, feats: torch.Tensor, scorer: CiderD, vocab, optimizer, params,
+def scst_one_epoch(model, feats, scorer: CiderD, vocab, optimizer, params,
                    batch_size: int = 32, n_samples: int = 5, max_len: int = 20, clip: float = 5.0,
                    generator: torch.Generator | None = None, desc="scst", progress=True,
-                   candidates: str = "beam") -> dict:
+                   candidates: str = "beam", dist=None) -> dict:
     """One pass over ``feats`` (row i belongs to reference set i of ``scorer``).
-    Returns the mean sampled reward and loss."""
+    Returns the mean sampled reward and loss (in data-parallel runs the reward of the whole batch,
+    the loss this rank's part of it, as ``stages.train_one_epoch``).
+
+    In data-parallel training (``dist``: ``distributed.Dist`` with several ranks) every rank draws
+    the same order, proposes captions for its share of each global batch, and normalises its loss by
+    the whole batch's word count; the gradients, summed over the ranks, are then those of one
+    process on the whole batch.  (No DDP wrapper: beam search and sampling do not go through
+    ``forward``.)"""
+    from .distributed import Dist
+
+    dist = dist or Dist(torch.device("cpu"))
+    device = next(model.parameters()).device
     # beam candidates come from the policy used at inference (no dropout); samples from the training one
     model.train(candidates == "sample")
     order = torch.randperm(feats.size(0), generator=generator)
     total_r = total_loss = 0.0
     n = 0
-    bar = tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress, mininterval=5)
+    bar = tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress or not dist.is_main,
+               mininterval=5)
     for i in bar:
-        idx = order[i:i + batch_size]
+        idx, weight = dist.share(order[i:i + batch_size]), 1.0
+        if idx.numel() == 0:   # a rank left without images still steps, so that the all-reduce meets
+            idx, weight = order[i:i + 1], 0.0
+        f = feats[idx].to(device)
         if candidates == "beam":
-            tokens, logp, mask = beam_candidates(model, feats[idx], n_samples, max_len)
+            tokens, logp, mask = beam_candidates(model, f, n_samples, max_len)
         else:
-            tokens, logp, mask = sample(model, feats[idx], n_samples, max_len)
+            tokens, logp, mask = sample(model, f, n_samples, max_len)
         ids = tokens.tolist()
         rewards = torch.tensor([scorer.score(to_words(ids[j], vocab), int(idx[j // n_samples]))
                                 for j in range(len(ids))]).view(-1, n_samples)
         # baseline: the mean reward of the other samples of the same image
         baseline = (rewards.sum(1, keepdim=True) - rewards) / (n_samples - 1)
         adv = (rewards - baseline).view(-1, 1).to(logp.device)
-        loss = -(adv * logp * mask).sum() / mask.sum()
+        words = dist.sum(float(mask.sum()) * weight)   # the whole batch's
+        loss = -(adv * logp * mask).sum() * weight / words
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        dist.sum_grads(params)
         torch.nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()
-        total_r += float(rewards.mean())
-        total_loss += loss.item()
+        if dist.distributed:
+            total_r += dist.sum(float(rewards.sum()) * weight) / dist.sum(rewards.numel() * weight)
+        else:
+            total_r += float(rewards.mean())
+        total_loss += loss.item()   # this rank's part: the ranks' parts sum to the batch's loss
         n += 1
         bar.set_postfix(reward=f"{total_r / n:.3f}", refresh=False)
     return {"reward": total_r / max(n, 1), "loss": total_loss / max(n, 1)}

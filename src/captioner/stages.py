@@ -6,7 +6,8 @@
   * ``FinetuneStage`` - the encoder's top ``--finetune-blocks`` stages and the decoder, from pixels,
                         at lower learning rates, starting from the best model so far.
   * ``ScstStage``     - self-critical CIDEr-D training (``scst.py``) on the final encoder's grids,
-                        starting from the best cross-entropy model.
+                        starting from the best cross-entropy model; in data-parallel runs its
+                        gradients are summed by hand (``Dist.sum_grads``), not by DDP.
 
 A stage reads what the run shares (``Run``: data, vocabulary, model, optimizers, the batch-order
 generator) and keeps its own data.  ``begin()`` runs on the stage's first epoch only, so a resumed
@@ -322,22 +323,18 @@ class ScstStage(Stage):
         process, so a resumed run prepares them too."""
         r, a = self.run, self.run.args
         idx, store = self.cached_features(r.out / "features_final_encoder.npy", r.model.encoder, r.ds,
-                                          r.train_names + r.dev_names, a.workers)
+                                          r.train_names + r.dev_names, a.workers, dist=r.dist)
         self.train_feats = Rows(store, [idx[n] for n in r.train_names])   # read batch by batch
         self.dev_feats = store[[idx[n] for n in r.dev_names]]
         self.scorer = reward_scorer([[tokenize(c)[:a.max_len] for c in r.ds.captions[n]] for n in r.train_names])
 
     def train_one_epoch(self, epoch: int, sample_prob: float) -> dict:
         r, a = self.run, self.run.args
-        if r.dist.distributed:
-            raise SystemExit("SCST runs in one process for now: run it after the distributed run, "
-                             "e.g. captioner train --init OUT/best.safetensors --epochs 0 --finetune-epochs 0 "
-                             "--scst-epochs N")
         if self.train_feats is None:
             self._prepare()
         res = scst_one_epoch(r.model, self.train_feats, self.scorer, r.vocab, r.optimizers["decoder"],
                              r.dec_params, a.scst_batch_size, a.scst_samples, a.scst_max_len, generator=r.g,
-                             desc=f"epoch {epoch} (SCST)", candidates=a.scst_candidates)
+                             desc=f"epoch {epoch} (SCST)", candidates=a.scst_candidates, dist=r.dist)
         return {"train_loss": res["loss"], "train_reward": res["reward"]}
 
     def dev_features(self) -> torch.Tensor:

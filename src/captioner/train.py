@@ -188,9 +188,6 @@ def main(args):
     """Run the plan of stages: train an epoch, caption the dev split, keep the best, write the
     resume point; -> the history.  Under torchrun, every rank runs this; rank 0 writes."""
     dist = distributed.init(args.device, args.precision)
-    if dist.distributed and args.scst_epochs:
-        raise SystemExit("--scst-epochs: SCST runs in one process for now; after this run, "
-                         "captioner train --init OUT/best.safetensors --epochs 0 --finetune-epochs 0 --scst-epochs N")
     quiet = None
     if not dist.is_main:   # one voice: rank 0's
         quiet = sys.stdout = open(os.devnull, "w")
