@@ -4,7 +4,7 @@ import io
 import pytest
 from PIL import Image
 
-from captioner.images import ImageError, expand_inputs, open_image
+from captioner.images import ImageError, expand_inputs, open_image, read_path_list
 
 
 def save(img, path, **kw):
@@ -69,6 +69,30 @@ def test_expand_inputs(tmp_path):
     assert expand_inputs([str(tmp_path)]) == [str(tmp_path / "a.PNG"), str(tmp_path / "b.jpg")]
     assert expand_inputs([str(tmp_path / "*.jpg")]) == [str(tmp_path / "b.jpg")]
     assert expand_inputs([str(tmp_path / "*.gif")]) == [str(tmp_path / "*.gif")]  # reported later as missing
+
+
+def test_folders_are_walked_recursively_hidden_skipped_each_path_once(tmp_path):
+    for n in ("b.jpg", "sub/c.webp", "sub/deeper/d.TIFF", "sub/notes.txt", ".thumbs/e.jpg", "sub/.f.jpg"):
+        (tmp_path / n).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / n).write_bytes(b"x")
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path, target_is_directory=True)   # not followed
+    want = [str(tmp_path / n) for n in ("b.jpg", "sub/c.webp", "sub/deeper/d.TIFF")]
+    assert expand_inputs([str(tmp_path)]) == want
+    assert expand_inputs([str(tmp_path), str(tmp_path / "b.jpg")]) == want     # named twice, captioned once
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert expand_inputs([str(empty)]) == [str(empty)]                         # reported, not skipped
+
+
+def test_path_list_file(tmp_path):
+    lst = tmp_path / "list.txt"
+    lst.write_text("# photos to caption\na.jpg\n\n  b/c.png  \n", encoding="utf-8")
+    assert read_path_list(lst) == ["a.jpg", "b/c.png"]
+    with pytest.raises(FileNotFoundError, match="--from-list .*no such file"):
+        read_path_list(tmp_path / "nope.txt")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        read_path_list(tmp_path / "bin.txt")
 
 
 def make_zoo(folder):

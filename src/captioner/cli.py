@@ -18,10 +18,12 @@ from .decode import DEFAULT_LENGTH_PENALTY
 
 def _caption(args) -> int:
     from .api import Captioner
-    from .images import expand_inputs
+    from .library import resolve_inputs
     from .plots import plot_attention
 
-    paths = expand_inputs(args.paths)
+    paths = resolve_inputs(args.paths, args.from_list)
+    if args.output or args.write_metadata or args.html or args.engine == "ray":
+        return _caption_library(args, paths)
     try:
         cap = Captioner(args.model, device=args.device, beam_size=args.beam_size, length_penalty=args.length_penalty,
                         backend=args.backend, precision=args.precision, no_repeat_ngram=args.no_repeat_ngram,
@@ -61,6 +63,44 @@ def _caption(args) -> int:
     return 1 if failed else 0
 
 
+def _print_record(rec: dict, args, many: bool) -> None:
+    if "error" in rec:
+        if args.format == "jsonl":
+            print(json.dumps(rec, ensure_ascii=False), flush=True)
+        else:
+            print(f"captioner: error: {rec['error']}", file=sys.stderr, flush=True)
+        return
+    if args.format == "jsonl":
+        print(json.dumps(rec, ensure_ascii=False), flush=True)
+        return
+    text = rec["caption"] if args.caption_only else rec["alt_text"]
+    if rec.get("in_domain") is False and not args.caption_only:
+        text = "[out of domain] " + text
+    print(text if not many else f"{rec['image']}\t{text}", flush=True)
+
+
+def _caption_library(args, paths: list[str]) -> int:
+    """A library run (library.py): results file, metadata, report, Ray."""
+    from .library import LibraryJob, caption_library, describe
+
+    if args.attention_dir or args.n_best > 1:
+        raise ValueError("--attention-dir and --n-best work without --output, --write-metadata, --html "
+                         "and --engine ray")
+    model = dict(path=args.model, device=args.device, beam_size=args.beam_size, length_penalty=args.length_penalty,
+                 backend=args.backend, precision=args.precision, no_repeat_ngram=args.no_repeat_ngram,
+                 guidance=not args.no_guidance)
+    job = LibraryJob(paths, args.output, model, args.batch_size, args.workers, args.write_metadata,
+                     args.overwrite_metadata, args.retry_errors, args.html, args.engine, args.ray_address,
+                     args.ray_cpus, args.ray_workers, args.num_gpus_per_worker)
+    summary = caption_library(job)
+    if summary.repaired:
+        print(f"captioner: {args.output}: {summary.repaired}", file=sys.stderr)
+    for rec in summary.records:
+        _print_record(rec, args, len(paths) > 1)
+    print(f"captioner: {describe(summary, args.output)}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
 def _app_arguments(p):
     p.add_argument("--port", type=int, default=8501, help="port to listen on")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on")
@@ -83,7 +123,11 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("caption", help="caption images (files, folders, globs)",
                        description="Print a caption for each image. Exit status 1 if any input failed.")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders of images, or glob patterns")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="image files, folders (walked recursively for .jpg .jpeg .png .bmp .gif .webp .tif .tiff, "
+                        "any case; hidden names skipped) or glob patterns")
+    p.add_argument("--from-list", default=None, metavar="FILE",
+                   help="also caption the paths in FILE, one a line (for lists too long for a shell)")
     p.add_argument("--model", nargs="+", default=None,
                    help="checkpoint (.safetensors); several caption as an ensemble; default: the shipped model")
     p.add_argument("--beam-size", type=int, default=3, help="beam size (1 = greedy)")
@@ -100,6 +144,27 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=0, help="image decoding worker processes (0: in-process)")
     runtime.add_arguments(p)
     p.add_argument("--attention-dir", default=None, help="save an attention map PNG per image into this folder")
+    g = p.add_argument_group("photo libraries (library.py)")
+    g.add_argument("--output", default=None, metavar="FILE",
+                   help="append one record per photo to FILE (.jsonl, or .parquet: a folder of parts), flushed per "
+                        "batch; a rerun skips the photos already there")
+    g.add_argument("--retry-errors", action="store_true", help="with --output: caption again the photos that failed")
+    g.add_argument("--write-metadata", choices=["sidecar", "embed"], default=None,
+                   help="write the alt text (IPTC Alt Text, dc:description) into PHOTO.xmp beside each photo, or "
+                        "into the photo itself (also EXIF ImageDescription); needs exiftool")
+    g.add_argument("--overwrite-metadata", action="store_true",
+                   help="replace a description a person wrote (kept by default)")
+    g.add_argument("--html", default=None, metavar="FILE",
+                   help="write a review page: thumbnails with alt text, caption, confidence, flags; doubtful first")
+    g.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process; ray: Ray Data actors (pip install -e \".[ray]\"), needs --output")
+    g.add_argument("--ray-address", default=None,
+                   help="an existing Ray cluster (auto, or ray://HOST:10001); default: start a local one")
+    g.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray (default: all of this machine's)")
+    g.add_argument("--ray-workers", type=int, default=None,
+                   help="actors in the pool, each with the model loaded once (default: one per CPU, or per GPU share)")
+    g.add_argument("--num-gpus-per-worker", type=float, default=0.0,
+                   help="GPUs per Ray actor (e.g. 1, or 0.5 to share one GPU between two actors)")
     p.set_defaults(func=_caption)
 
     p = sub.add_parser("train", help="train a model on Flickr8k", description=train.__doc__,

@@ -2,6 +2,7 @@
 clear error (``ImageError``) that names the input instead of a traceback."""
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -68,20 +69,45 @@ def open_image(source, name: str | None = None) -> Image.Image:
     return img
 
 
+def _walk(folder: Path) -> list[str]:
+    """The images under ``folder``, recursively, sorted; hidden files and folders (names starting
+    with ".": thumbnails, caches, temporary files) skipped; symbolic links to folders not followed,
+    so a link loop cannot run forever."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(root, f) for f in sorted(files)
+                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return found
+
+
 def expand_inputs(inputs: list[str]) -> list[str]:
-    """Files, folders (their images, sorted) and globs -> a list of paths, in order.
-    A name that matches nothing is kept so the caller reports it as missing."""
+    """Files, folders (their images with the suffixes in ``IMAGE_SUFFIXES``, any letter case,
+    recursively) and globs -> a list of paths, in order, each once.  A name that matches nothing is
+    kept so the caller reports it as missing."""
     import glob
 
     out = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            out.extend(found or [item])  # an empty folder is reported, not skipped silently
+            out.extend(_walk(p) or [item])  # an empty folder is reported, not skipped silently
         elif not p.exists() and any(c in item for c in "*?["):
             matches = sorted(glob.glob(item, recursive=True))
             out.extend(matches if matches else [item])
         else:
             out.append(item)
-    return out
+    return list(dict.fromkeys(out))
+
+
+def read_path_list(path: str | Path) -> list[str]:
+    """``--from-list FILE``: one path a line (UTF-8; blank lines and lines starting with # skipped),
+    for lists too long for a shell.  Relative paths are taken from the current folder, as on the
+    command line; folders and globs are expanded the same way."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--from-list {path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--from-list {path}: not UTF-8 text ({e})") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]

@@ -1,0 +1,150 @@
+"""Alt text in photo metadata (metadata.py), read back with exiftool itself: sidecars created and
+merged, embedding in JPEG / PNG / WebP / TIFF with every other tag and every pixel kept, a person's
+description kept, read-only, corrupt and clashing files left untouched with an error."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from captioner.checkpoint import DEFAULT_MODEL
+from captioner.metadata import MetadataError, MetadataWriter, _pixels
+from conftest import SHARED, needs_shared
+
+pytestmark = pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed")
+FORMATS = ("jpg", "png", "webp", "tiff")
+ALT, DESC, EXIF = "XMP-iptcCore:AltTextAccessibility", "XMP-dc:Description", "IFD0:ImageDescription"
+
+
+def exif(path, *tags):
+    """Tags as exiftool reads them (-G1: family 1 groups)."""
+    r = subprocess.run(["exiftool", "-json", "-G1", "-a", *[f"-{t}" for t in tags], str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)[0]
+
+
+def photo(folder, fmt, artist="Jane Roe"):
+    """A small photo in ``fmt`` carrying an EXIF Artist and an XMP subject of its own."""
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / f"photo_{fmt}.{fmt}"
+    rng = __import__("random").Random(fmt)
+    img = Image.new("RGB", (64, 48))
+    img.putdata([(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(64 * 48)])
+    img.save(p)
+    subprocess.run(["exiftool", "-q", "-overwrite_original", f"-EXIF:Artist={artist}", "-XMP-dc:Subject=holiday",
+                    str(p)], check=True)
+    return p
+
+
+@pytest.fixture(scope="module")
+def writers():
+    with MetadataWriter("embed") as embed, MetadataWriter("sidecar") as sidecar:
+        yield {"embed": embed, "sidecar": sidecar}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_embed_writes_the_fields_keeps_other_tags_and_pixels(writers, tmp_path, fmt):
+    p = photo(tmp_path, fmt)
+    before, pixels, mode = exif(p), _pixels(p), os.stat(p).st_mode
+    done = writers["embed"].write(p, "A dog runs through the grass.")
+    assert done == {"metadata": {"embed": str(p), "status": "written"}}
+    after = exif(p)
+    for tag in (ALT, DESC, EXIF):
+        assert after[tag] == "A dog runs through the grass.", (tag, after)
+    assert after["XMP-photoshop:CaptionWriter"] == "captioner"
+    assert after["IFD0:Artist"] == "Jane Roe" and after["XMP-dc:Subject"] == "holiday"
+    assert _pixels(p) == pixels and os.stat(p).st_mode == mode
+    assert sorted(os.listdir(tmp_path)) == [p.name]            # no temporary copy left behind
+    # a second run (a newer model) may replace its own text
+    writers["embed"].write(p, "A brown dog.")
+    assert exif(p, ALT)[ALT] == "A brown dog." and _pixels(p) == pixels
+
+
+def test_sidecar_created_then_merged_without_losing_other_fields(writers, tmp_path):
+    p = photo(tmp_path, "jpg")
+    before = p.read_bytes()
+    writers["sidecar"].write(p, "A child on a swing.")
+    xmp = p.with_suffix(".xmp")
+    got = exif(xmp)
+    assert got[ALT] == got[DESC] == "A child on a swing." and p.read_bytes() == before   # the photo untouched
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-xmp:Rating=4", "-XMP-dc:Creator=Jane Roe",
+                    str(xmp)], check=True)                                                # another tool adds fields
+    writers["sidecar"].write(p, "A girl on a swing.")
+    got = exif(xmp)
+    assert got[ALT] == "A girl on a swing." and got["XMP-xmp:Rating"] == 4 and got["XMP-dc:Creator"] == "Jane Roe"
+
+
+@pytest.mark.parametrize("mode", ["embed", "sidecar"])
+def test_a_description_a_person_wrote_is_kept_unless_overwrite(writers, tmp_path, mode):
+    p = photo(tmp_path, "jpg")
+    target = p if mode == "embed" else p.with_suffix(".xmp")
+    subprocess.run(["exiftool", "-q", "-overwrite_original", f"-{ALT}=Grandma's 90th birthday cake", str(target)],
+                   check=True)
+    before = target.read_bytes()
+    done = writers[mode].write(p, "A cake on a table.")
+    assert done["metadata"]["status"] == "kept existing description" and target.read_bytes() == before
+    with MetadataWriter(mode, overwrite=True) as w:
+        assert w.write(p, "A cake on a table.")["metadata"]["status"] == "written"
+    assert exif(target, ALT)[ALT] == "A cake on a table."
+
+
+def test_read_only_corrupt_and_clashing_files_are_left_untouched(writers, tmp_path):
+    ro = photo(tmp_path / "ro", "jpg")
+    ro.chmod(0o444)
+    before = ro.read_bytes()
+    with pytest.raises(MetadataError, match="read-only"):
+        writers["embed"].write(ro, "text")
+    assert ro.read_bytes() == before
+    bad = tmp_path / "bad" / "broken.jpg"          # a JPEG header, then noise: ExifTool refuses to write it
+    bad.parent.mkdir()
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + os.urandom(300))
+    noise = bad.with_name("noise.tiff")             # not parseable at all: not even a sidecar is made
+    noise.write_bytes(os.urandom(400))
+    before = {p: p.read_bytes() for p in (bad, noise)}
+    with pytest.raises(MetadataError, match=r"broken.jpg: ExifTool could not write it .*left untouched"):
+        writers["embed"].write(bad, "text")
+    for mode in ("embed", "sidecar"):
+        with pytest.raises(MetadataError, match=r"noise.tiff: ExifTool cannot read the photo .*left untouched"):
+            writers[mode].write(noise, "text")
+    assert {p: p.read_bytes() for p in (bad, noise)} == before
+    assert sorted(os.listdir(bad.parent)) == ["broken.jpg", "noise.tiff"]
+    a = photo(tmp_path / "clash", "jpg")
+    shutil.copy(a, a.with_suffix(".png"))
+    with pytest.raises(MetadataError, match="would be shared with"):
+        writers["sidecar"].write(a, "text")
+    assert not a.with_suffix(".xmp").exists()
+
+
+@needs_shared
+@pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model")
+def test_command_line_embeds_alt_text_in_every_format_and_reports_failures(tmp_path):
+    src = Image.open(sorted((SHARED / "originals").glob("*.jpg"))[0]).convert("RGB")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for fmt in FORMATS:
+        src.save(folder / f"p.{fmt}")
+    (folder / "truncated.jpg").write_bytes((folder / "p.jpg").read_bytes()[:2000])
+    ro = folder / "readonly.jpg"
+    shutil.copy(folder / "p.jpg", ro)
+    ro.chmod(0o444)
+    untouched = {n: (folder / n).read_bytes() for n in ("truncated.jpg", "readonly.jpg")}
+    pixels = {fmt: _pixels(folder / f"p.{fmt}") for fmt in FORMATS}
+    out = tmp_path / "r.jsonl"
+    r = subprocess.run([sys.executable, "-m", "captioner", "caption", str(folder), "--output", str(out),
+                        "--write-metadata", "embed"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stderr
+    recs = {os.path.basename(x["image"]): x for x in map(json.loads, out.read_text().splitlines())}
+    assert set(recs) == {"p.jpg", "p.png", "p.webp", "p.tiff", "truncated.jpg", "readonly.jpg"}
+    for fmt in FORMATS:
+        rec = recs[f"p.{fmt}"]
+        assert "error" not in rec and rec["metadata"]["status"] == "written"
+        got = exif(folder / f"p.{fmt}", ALT, EXIF)
+        assert got[ALT] == got[EXIF] == rec["alt_text"]
+        assert _pixels(folder / f"p.{fmt}") == pixels[fmt]
+    assert "read-only" in recs["readonly.jpg"]["error"] and recs["truncated.jpg"]["error"]
+    for n, data in untouched.items():
+        assert (folder / n).read_bytes() == data
