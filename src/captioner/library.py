@@ -59,12 +59,12 @@ class Labeller:
 
     def label(self, results) -> list[dict]:
         """(path, Caption or error message) pairs -> records, metadata written where asked."""
+        from .metadata import MetadataError
+
         out = []
         for path, res in results:
             rec = record(path, res)
             if self.writer is not None and "error" not in rec:
-                from .metadata import MetadataError
-
                 try:
                     rec.update(self.writer.write(path, rec.get("alt_text") or rec["caption"]))
                 except MetadataError as e:
