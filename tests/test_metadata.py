@@ -69,6 +69,17 @@ def test_embed_writes_the_fields_keeps_other_tags_and_pixels(writers, tmp_path, 
     assert exif(p, ALT)[ALT] == "A brown dog." and _pixels(p) == pixels
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_sidecar_beside_each_format_leaves_the_photo_as_it_was(writers, tmp_path, fmt):
+    p = photo(tmp_path, fmt)
+    before = p.read_bytes()
+    assert writers["sidecar"].write(p, "A red car.") == {"metadata": {"sidecar": str(p.with_suffix(".xmp")),
+                                                                      "status": "written"}}
+    got = exif(p.with_suffix(".xmp"))
+    assert got[ALT] == got[DESC] == "A red car." and got["XMP-photoshop:CaptionWriter"] == "captioner"
+    assert p.read_bytes() == before and sorted(os.listdir(tmp_path)) == sorted([p.name, p.stem + ".xmp"])
+
+
 def test_sidecar_created_then_merged_without_losing_other_fields(writers, tmp_path):
     p = photo(tmp_path, "jpg")
     before = p.read_bytes()
