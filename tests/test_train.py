@@ -202,3 +202,42 @@ def test_train_and_evaluate_on_an_own_jsonl_without_split(tmp_path):
     cap = Captioner(out / "best.safetensors", knowledge=False)
     scores, captions = evaluate(cap, str(data), "dev", with_meteor=False)
     assert scores["images"] == sum(v == "dev" for v in split.values()) and all(k.startswith("pics/") for k in captions)
+
+
+@pytest.mark.parametrize("decoder", ["adaptive", "updown"])
+def test_every_stage_resume_and_the_product_path_for_each_decoder(tiny_data, tmp_path, decoder):
+    """Frozen, fine-tuning and SCST epochs, --resume, then the user-facing path: calibration, guided
+    (constrained) captions, attention maps, and an ensemble with the attention decoder."""
+    from captioner.api import Captioner
+    from captioner.decode import generate
+    from captioner.images import open_image
+
+    cache = tmp_path / "f.npy"
+    kw = dict(decoder=decoder, finetune_blocks=1, patience=9, scst_lr=1e-3, scst_batch_size=4, scst_max_len=8)
+    args = run_args(tiny_data, tmp_path / "a", cache, epochs=2, finetune_epochs=1, scst_epochs=1, **kw)
+    args.calibrate = True                       # the default of `captioner train`
+    full = main(args)
+    assert [h["stage"] for h in full] == ["frozen", "frozen", "finetune", "scst"]
+    main(run_args(tiny_data, tmp_path / "b", cache, epochs=2, finetune_epochs=0, scst_epochs=0, **kw))
+    resumed = main(run_args(tiny_data, tmp_path / "b", cache, epochs=2, finetune_epochs=1, scst_epochs=1,
+                            resume=True, **kw))
+    for a, b in zip(full, resumed):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["dev"] == pytest.approx(b["dev"], rel=1e-4)
+    best = tmp_path / "a" / "best.safetensors"
+    model, vocab, _ = checkpoint.load_model(best)
+    assert model.cfg.decoder == decoder
+    cap = Captioner(best, backend="torch")
+    assert cap.knowledge is not None
+    photo = tiny_data / "Images" / "red_5.jpg"
+    res = cap.caption(photo)
+    assert res.text and res.alt_text and res.attention.shape == (len(res.words), res.grid ** 2)
+    # guided decoding: the constrained search on this decoder's step() puts the required word in
+    feats = model.eval().encode(cap.preprocess(open_image(photo)).unsqueeze(0))
+    word = vocab.stoi["green"]
+    _, guided = generate(model, feats, 3, required=[{word}], also_unconstrained=True)
+    assert guided[0] and word in guided[0][0].tokens
+    # an ensemble with an attention-decoder model trained on the same vocabulary
+    main(run_args(tiny_data, tmp_path / "c", cache, epochs=1, finetune_epochs=0, decoder="attention"))
+    both = Captioner([best, tmp_path / "c" / "best.safetensors"], backend="torch", knowledge=False)
+    assert both.caption(photo).text

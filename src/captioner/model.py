@@ -1,10 +1,13 @@
 """The captioning model: ``ModelConfig`` (every hyper-parameter, saved with the weights),
-two LSTM decoders sharing one ``step()`` interface, and ``CaptionModel`` = encoder + decoder.
+four LSTM decoders sharing one ``step()`` interface, and ``CaptionModel`` = encoder + decoder.
 
 Decoders
   * ``attention`` - Show, Attend and Tell (Xu et al. 2015): soft attention over the feature
     grid, a sigmoid gate on the context (beta), and the doubly stochastic penalty
     sum_i (1 - sum_t alpha_ti)^2 that asks every region to be attended to at some point.
+  * ``adaptive`` - adaptive attention with a visual sentinel (Lu et al. 2017): the model decides
+    per word how much to look at the photo at all.
+  * ``updown`` - the two-layer top-down attention LSTM of Anderson et al. 2018 on the grid.
   * ``plain`` - the seed's baseline (Show and Tell style): the pooled image is fed to the
     LSTM once at the start, then only words; no attention.
 
@@ -27,7 +30,7 @@ from .encoders import Encoder, build_encoder
 @dataclass
 class ModelConfig:
     vocab_size: int
-    decoder: str = "attention"          # attention | plain
+    decoder: str = "attention"          # attention | adaptive | updown | plain
     encoder: str = "efficientnet_lite2"  # efficientnet_lite2 | resnet50 | vgg16
     image_size: int = 224
     feature_dim: int = 1280             # channels of the encoder grid
@@ -109,7 +112,106 @@ class PlainDecoder(nn.Module):
         return self.out(self.drop(h)), (h, c), None
 
 
-DECODERS = {"attention": AttentionDecoder, "plain": PlainDecoder}
+def _per_row(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """A per-image tensor [B, ...] repeated for its K rows (image-major) -> [B*K, ...], as a view."""
+    B = x.size(0)
+    return x.unsqueeze(1).expand(B, rows // B, *x.shape[1:]).reshape(rows, *x.shape[1:])
+
+
+class AdaptiveDecoder(nn.Module):
+    """Adaptive attention with a visual sentinel (Lu et al. 2017, "Knowing When to Look").
+
+    The LSTM runs first, on the word and the pooled image; attention then looks at the grid with the
+    *new* hidden state as query, over the L regions plus a sentinel s_t = g_t * tanh(c_t) (what the
+    language model already knows), so that function words ("a", "of") need not look at the photo.
+    The word is predicted from (beta * s_t + sum_i alpha_i v_i) + h_t, beta being the sentinel's
+    share.  ``step`` returns the L region weights (they sum to 1 - beta)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        D, H, A, E = cfg.feature_dim, cfg.hidden_dim, cfg.attention_dim, cfg.embed_dim
+        self.embed = nn.Embedding(cfg.vocab_size, E)
+        self.regions = nn.Linear(D, H)        # v_i = ReLU(W_a a_i), in the hidden state's space
+        self.glob = nn.Linear(D, E)           # v_g = ReLU(W_b mean(a)), an LSTM input at every step
+        self.init_h = nn.Linear(D, H)
+        self.init_c = nn.Linear(D, H)
+        self.lstm = nn.LSTMCell(2 * E, H)
+        self.gate_x = nn.Linear(2 * E, H)     # the sentinel's gate g_t from the input ...
+        self.gate_h = nn.Linear(H, H, bias=False)   # ... and the previous hidden state
+        self.feat_att = nn.Linear(H, A)
+        self.sent_att = nn.Linear(H, A)
+        self.hid_att = nn.Linear(H, A)
+        self.att_out = nn.Linear(A, 1)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(H, cfg.vocab_size)
+
+    def init_state(self, feats: torch.Tensor):
+        mean = feats.mean(1)
+        v = self.drop(torch.relu(self.regions(feats)))                       # [B, L, H]
+        memory = (v, self.feat_att(v), self.drop(torch.relu(self.glob(mean))))
+        return (torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))), memory
+
+    def step(self, words, state, memory):
+        v, keys, vg = memory                                   # [B, L, H], [B, L, A], [B, E]
+        h0, c0 = state
+        B, L = keys.shape[:2]
+        K = h0.size(0) // B
+        x = torch.cat([self.embed(words), _per_row(vg, h0.size(0))], 1)
+        h, c = self.lstm(x, (h0, c0))
+        s = torch.sigmoid(self.gate_x(x) + self.gate_h(h0)) * torch.tanh(c)   # the visual sentinel
+        q = self.hid_att(h)
+        e = self.att_out(torch.tanh(keys.unsqueeze(1) + q.view(B, K, 1, -1))).view(B * K, L)
+        e_s = self.att_out(torch.tanh(self.sent_att(s) + q))                 # [B*K, 1]
+        w = torch.cat([e, e_s], 1).softmax(1)
+        alpha, beta = w[:, :L], w[:, L:]
+        context = torch.bmm(alpha.view(B, K, L), v).view(B * K, -1) + beta * s
+        return self.out(self.drop(context + h)), (h, c), alpha
+
+
+class UpDownDecoder(nn.Module):
+    """The top-down attention LSTM of Anderson et al. 2018 ("Up-Down"), on the grid's regions.
+
+    Two LSTMs per word: the attention LSTM reads the language LSTM's last state, the pooled image and
+    the word, and its state is the query of soft attention over the regions; the language LSTM reads
+    the attended context and the attention LSTM's state and predicts the word.  The regions are first
+    embedded into the hidden size (ReLU, dropout), as the common re-implementations do
+    (``att_embed``): raw 1,280-d features into both LSTMs saturate their gates and train slowly."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        D, H, A, E = cfg.feature_dim, cfg.hidden_dim, cfg.attention_dim, cfg.embed_dim
+        self.embed = nn.Embedding(cfg.vocab_size, E)
+        self.regions = nn.Linear(D, H)
+        self.att_lstm = nn.LSTMCell(H + H + E, H)
+        self.lang_lstm = nn.LSTMCell(H + H, H)
+        self.feat_att = nn.Linear(H, A)
+        self.hid_att = nn.Linear(H, A)
+        self.att_out = nn.Linear(A, 1)
+        self.init_h = nn.Linear(D, 2 * H)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(H, cfg.vocab_size)
+
+    def init_state(self, feats: torch.Tensor):
+        v = self.drop(torch.relu(self.regions(feats)))                       # [B, L, H]
+        h1, h2 = torch.tanh(self.init_h(feats.mean(1))).chunk(2, 1)
+        zero = torch.zeros_like(h1)
+        return (h1, zero, h2, zero), (v, self.feat_att(v), v.mean(1))
+
+    def step(self, words, state, memory):
+        v, keys, mean = memory                                 # [B, L, H], [B, L, A], [B, H]
+        h1, c1, h2, c2 = state
+        B, L = keys.shape[:2]
+        K = h1.size(0) // B
+        h1, c1 = self.att_lstm(torch.cat([h2, _per_row(mean, h1.size(0)), self.embed(words)], 1), (h1, c1))
+        e = self.att_out(torch.tanh(keys.unsqueeze(1) + self.hid_att(h1).view(B, K, 1, -1))).view(B * K, L)
+        alpha = e.softmax(1)
+        context = torch.bmm(alpha.view(B, K, L), v).view(B * K, -1)
+        h2, c2 = self.lang_lstm(torch.cat([context, h1], 1), (h2, c2))
+        return self.out(self.drop(h2)), (h1, c1, h2, c2), alpha
+
+
+DECODERS = {"attention": AttentionDecoder, "adaptive": AdaptiveDecoder, "updown": UpDownDecoder,
+            "plain": PlainDecoder}
 
 
 class CaptionModel(nn.Module):

@@ -36,7 +36,7 @@ from .features import FeatureStore, load_features, merge_features, write_feature
 from .stages import FinetuneStage, Run, ScstStage, encode_split, plan
 from .encoders import CHANNELS
 from .metrics import score_all
-from .model import CaptionModel, ModelConfig
+from .model import DECODERS, CaptionModel, ModelConfig
 from .plots import plot_history
 from .runtime import DEVICE_HELP, cache_dir
 from .vocab import Vocab
@@ -282,7 +282,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="ImageNet CNN encoder")
     ap.add_argument("--encoder-weights", default=None, help="ImageNet weights file for the encoder")
     ap.add_argument("--image-size", type=int, default=224, help="square input size in pixels")
-    ap.add_argument("--decoder", default="attention", choices=["attention", "plain"], help="LSTM decoder type")
+    ap.add_argument("--decoder", default="attention", choices=list(DECODERS),
+                    help="LSTM decoder: attention (Show, Attend and Tell), adaptive (visual sentinel, Lu et al. 2017), "
+                         "updown (top-down attention, Anderson et al. 2018), plain (no attention)")
     ap.add_argument("--embed-dim", type=int, default=256, help="word embedding size")
     ap.add_argument("--hidden-dim", type=int, default=512, help="LSTM hidden size")
     ap.add_argument("--attention-dim", type=int, default=512, help="attention MLP size")
