@@ -57,17 +57,21 @@ def decoder_params(path):
     return {k: v for k, v in load_file(str(path)).items() if k.startswith("decoder.") and k != "decoder.att_out.bias"}
 
 
-def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_data, tmp_path):
-    cache = tmp_path / "cache.npy"
-    train(tiny_data, tmp_path / "one", "--epochs", "1", "--finetune-epochs", "0", "--feature-cache", cache)
-    train(tiny_data, tmp_path / "two", "--epochs", "1", "--finetune-epochs", "0", "--feature-cache", cache, nproc=2)
-    a, b = decoder_params(tmp_path / "one" / "last.safetensors"), decoder_params(tmp_path / "two" / "last.safetensors")
+def same_decoder_and_histories(one, two):
+    """-> the two runs' histories, once their decoders' parameters agree within float noise."""
+    a, b = decoder_params(one / "last.safetensors"), decoder_params(two / "last.safetensors")
     assert a.keys() == b.keys()
     for k in a:
         # Adam divides by the root of tiny second moments (rare words): float noise grows to ~1e-5
         assert torch.allclose(a[k], b[k], atol=2e-4), (k, (a[k] - b[k]).abs().max())
-    ha = json.loads((tmp_path / "one" / "history.json").read_text())
-    hb = json.loads((tmp_path / "two" / "history.json").read_text())
+    return [json.loads((d / "history.json").read_text()) for d in (one, two)]
+
+
+def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_data, tmp_path):
+    cache = tmp_path / "cache.npy"
+    train(tiny_data, tmp_path / "one", "--epochs", "1", "--finetune-epochs", "0", "--feature-cache", cache)
+    train(tiny_data, tmp_path / "two", "--epochs", "1", "--finetune-epochs", "0", "--feature-cache", cache, nproc=2)
+    ha, hb = same_decoder_and_histories(tmp_path / "one", tmp_path / "two")
     assert ha[0]["train_loss"] == pytest.approx(hb[0]["train_loss"], rel=1e-5)
 
 
@@ -81,12 +85,7 @@ def test_scst_in_two_processes_equals_one_process(tiny_data, tmp_path):
     train(tiny_data, tmp_path / "one", *scst)
     log = train(tiny_data, tmp_path / "two", *scst, nproc=2)
     assert log.count("best dev CIDEr-D") == 1
-    a, b = decoder_params(tmp_path / "one" / "last.safetensors"), decoder_params(tmp_path / "two" / "last.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.allclose(a[k], b[k], atol=2e-4), (k, (a[k] - b[k]).abs().max())
-    ha = json.loads((tmp_path / "one" / "history.json").read_text())
-    hb = json.loads((tmp_path / "two" / "history.json").read_text())
+    ha, hb = same_decoder_and_histories(tmp_path / "one", tmp_path / "two")
     assert [h["stage"] for h in hb] == ["scst"]
     assert ha[0]["train_reward"] == pytest.approx(hb[0]["train_reward"], rel=1e-5)
     assert ha[0]["train_loss"] == pytest.approx(hb[0]["train_loss"], rel=1e-4, abs=1e-6)
