@@ -241,3 +241,31 @@ def test_every_stage_resume_and_the_product_path_for_each_decoder(tiny_data, tmp
     main(run_args(tiny_data, tmp_path / "c", cache, epochs=1, finetune_epochs=0, decoder="attention"))
     both = Captioner([best, tmp_path / "c" / "best.safetensors"], backend="torch", knowledge=False)
     assert both.caption(photo).text
+
+
+def test_flip_mirrors_the_photo_and_swaps_left_and_right(tiny_data, tmp_path):
+    import torch
+
+    from captioner.data import load_dataset
+    from captioner.encoders import Preprocess
+    from captioner.stages import finetune_loader, mirror_caption
+    from captioner.vocab import Vocab
+
+    vocab = Vocab(["<pad>", "<start>", "<end>", "<unk>", "a", "dog", "left", "right", "turns"])
+    ids = vocab.encode("a dog turns left a right".split())
+    assert vocab.decode(mirror_caption(ids, vocab)) == "a dog turns right a left".split()
+    from PIL import Image
+
+    ds = load_dataset(tiny_data)
+    names = ds.images("train")[:4]
+    for n in names:   # a left half unlike the right one, so that a mirror image differs
+        im = Image.new("RGB", (64, 64), (200, 30, 30))
+        im.paste((30, 30, 200), (0, 0, 20, 64))
+        im.save(ds.image_dir / n)
+    pre = Preprocess(64)
+    for p, flipped in ((0.0, False), (1.0, True)):
+        args = run_args(tiny_data, tmp_path / "r", tmp_path / "f.npy", flip=p, finetune_batch_size=4)
+        x, _ = next(iter(finetune_loader(ds, names, vocab, pre, args, torch.Generator().manual_seed(0))))
+        args0 = run_args(tiny_data, tmp_path / "r", tmp_path / "f.npy", finetune_batch_size=4)
+        x0, _ = next(iter(finetune_loader(ds, names, vocab, pre, args0, torch.Generator().manual_seed(0))))
+        assert torch.equal(x, x0.flip(-1)) == flipped and torch.equal(x, x0) == (not flipped)

@@ -172,12 +172,24 @@ class _Multi:
 
 
 class _CaptionedImages(ImageFiles):
-    def __init__(self, paths, caps, preprocess):
+    """Images with one caption each; ``flips[i]``: mirror image i (its caption's left/right swapped)."""
+
+    def __init__(self, paths, caps, preprocess, flips=None):
         super().__init__(paths, preprocess)
-        self.caps = caps
+        self.caps, self.flips = caps, flips
 
     def __getitem__(self, i):
-        return super().__getitem__(i), self.caps[i]
+        x = super().__getitem__(i)
+        if self.flips is not None and self.flips[i]:
+            x = x.flip(-1)
+        return x, self.caps[i]
+
+
+def mirror_caption(ids: list[int], vocab) -> list[int]:
+    """A caption of the mirrored photo: "left" and "right" swapped (ids of words the vocabulary has)."""
+    swap = {vocab.stoi[a]: vocab.stoi[b] for a, b in (("left", "right"), ("right", "left"))
+            if a in vocab.stoi and b in vocab.stoi}
+    return [swap.get(t, t) for t in ids]
 
 
 def finetune_loader(ds, names, vocab, preprocess, args, g, dist: Dist | None = None):
@@ -186,7 +198,12 @@ def finetune_loader(ds, names, vocab, preprocess, args, g, dist: Dist | None = N
     caps = [vocab.encode(tokenize(ds.captions[n][int(torch.randint(len(ds.captions[n]), (1,), generator=g))])
                          [:args.max_len]) for n in names]
     order = torch.randperm(len(names), generator=g).tolist()
-    data = _CaptionedImages([ds.image_dir / names[i] for i in order], [caps[i] for i in order], preprocess)
+    flips = None
+    if args.flip > 0:   # drawn only when asked, so that runs without it keep their random stream
+        flips = (torch.rand(len(names), generator=g) < args.flip).tolist()
+        caps = [mirror_caption(c, vocab) if f else c for c, f in zip(caps, flips)]
+        flips = [flips[i] for i in order]
+    data = _CaptionedImages([ds.image_dir / names[i] for i in order], [caps[i] for i in order], preprocess, flips)
     pin = dist is not None and dist.device.type == "cuda"
 
     def collate(b):

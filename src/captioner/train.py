@@ -312,6 +312,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--finetune-bn-stats", action="store_true",
                     help="update batch-norm running statistics when fine-tuning (default: keep ImageNet's)")
     ap.add_argument("--finetune-batch-size", type=int, default=32, help="images per batch when fine-tuning")
+    ap.add_argument("--flip", type=float, default=0.0,
+                    help="fine-tuning: mirror each photo with this probability, 'left' and 'right' swapped in its caption")
     ap.add_argument("--scst-epochs", type=int, default=0, help="epochs of self-critical CIDEr-D training at the end")
     ap.add_argument("--scst-lr", type=float, default=5e-5, help="decoder learning rate during SCST")
     ap.add_argument("--scst-samples", type=int, default=5, help="candidate captions per image during SCST")
