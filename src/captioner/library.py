@@ -69,6 +69,8 @@ class Labeller:
                     rec.update(self.writer.write(path, rec.get("alt_text") or rec["caption"]))
                 except MetadataError as e:
                     rec["error"] = str(e)
+                except Exception as e:   # ExifTool itself failing must not end the run: retried later
+                    rec["error"] = f"{path}: metadata not written ({type(e).__name__}: {e}); left untouched"
             out.append(rec)
         return out
 
