@@ -16,18 +16,24 @@ from . import runtime
 from .decode import DEFAULT_LENGTH_PENALTY
 
 
+def _model_args(args) -> dict:
+    """``api.Captioner``'s keyword arguments from the command line (plain and library runs alike)."""
+    return dict(path=args.model, device=args.device, beam_size=args.beam_size, length_penalty=args.length_penalty,
+                backend=args.backend, precision=args.precision, no_repeat_ngram=args.no_repeat_ngram,
+                guidance=not args.no_guidance)
+
+
 def _caption(args) -> int:
     from .api import Captioner
     from .library import resolve_inputs
     from .plots import plot_attention
+    from .results import record
 
     paths = resolve_inputs(args.paths, args.from_list)
     if args.output or args.write_metadata or args.html or args.engine == "ray":
         return _caption_library(args, paths)
     try:
-        cap = Captioner(args.model, device=args.device, beam_size=args.beam_size, length_penalty=args.length_penalty,
-                        backend=args.backend, precision=args.precision, no_repeat_ngram=args.no_repeat_ngram,
-                        guidance=not args.no_guidance)
+        cap = Captioner(**_model_args(args))
     except (OSError, ValueError) as e:
         print(f"captioner: error: {e}", file=sys.stderr)
         return 2
@@ -37,25 +43,10 @@ def _caption(args) -> int:
         Path(args.attention_dir).mkdir(parents=True, exist_ok=True)
     workers = min(args.workers, len(paths) - 1)  # a worker process only pays off for several images
     for path, res in cap.caption_paths(paths, args.batch_size, workers, n_best=args.n_best):
-        if isinstance(res, str):
-            failed += 1
-            if args.format == "jsonl":
-                print(json.dumps({"image": str(path), "error": res}), flush=True)
-            else:
-                print(f"captioner: error: {res}", file=sys.stderr, flush=True)
-            continue
-        if args.format == "jsonl":
-            print(json.dumps({"image": str(path), **res.to_dict()}), flush=True)
-        else:
-            # text mode prints the recommended alt text, marked when the photo is out of domain
-            text = res.alt_text if not args.caption_only else res.text
-            if res.in_domain is False and not args.caption_only:
-                text = "[out of domain] " + text
-            line = text if not many else f"{path}\t{text}"
-            if args.n_best > 1:
-                line += "".join(f"\n  {s:.3f}  {t}" for t, s in res.beams)
-            print(line, flush=True)
-        if args.attention_dir and res.attention is not None:
+        rec = record(path, res)
+        failed += "error" in rec
+        _print_record(rec, args, many, res.beams if args.n_best > 1 and "error" not in rec else None)
+        if args.attention_dir and "error" not in rec and res.attention is not None:
             from .images import open_image
 
             out = Path(args.attention_dir) / (Path(path).stem + "_attention.png")
@@ -63,20 +54,23 @@ def _caption(args) -> int:
     return 1 if failed else 0
 
 
-def _print_record(rec: dict, args, many: bool) -> None:
-    if "error" in rec:
-        if args.format == "jsonl":
-            print(json.dumps(rec, ensure_ascii=False), flush=True)
-        else:
-            print(f"captioner: error: {rec['error']}", file=sys.stderr, flush=True)
-        return
+def _print_record(rec: dict, args, many: bool, beams=None) -> None:
+    """One record as the chosen --format prints it: a JSON line, or (text) the recommended alt text,
+    marked when the photo is out of domain, with the top ``beams`` (text, score) below it if given;
+    an error goes to stderr in text mode."""
     if args.format == "jsonl":
-        print(json.dumps(rec, ensure_ascii=False), flush=True)
+        print(json.dumps(rec), flush=True)
+        return
+    if "error" in rec:
+        print(f"captioner: error: {rec['error']}", file=sys.stderr, flush=True)
         return
     text = rec["caption"] if args.caption_only else rec["alt_text"]
     if rec.get("in_domain") is False and not args.caption_only:
         text = "[out of domain] " + text
-    print(text if not many else f"{rec['image']}\t{text}", flush=True)
+    line = text if not many else f"{rec['image']}\t{text}"
+    if beams:
+        line += "".join(f"\n  {s:.3f}  {t}" for t, s in beams)
+    print(line, flush=True)
 
 
 def _caption_library(args, paths: list[str]) -> int:
@@ -86,10 +80,7 @@ def _caption_library(args, paths: list[str]) -> int:
     if args.attention_dir or args.n_best > 1:
         raise ValueError("--attention-dir and --n-best work without --output, --write-metadata, --html "
                          "and --engine ray")
-    model = dict(path=args.model, device=args.device, beam_size=args.beam_size, length_penalty=args.length_penalty,
-                 backend=args.backend, precision=args.precision, no_repeat_ngram=args.no_repeat_ngram,
-                 guidance=not args.no_guidance)
-    job = LibraryJob(paths, args.output, model, args.batch_size, args.workers, args.write_metadata,
+    job = LibraryJob(paths, args.output, _model_args(args), args.batch_size, args.workers, args.write_metadata,
                      args.overwrite_metadata, args.retry_errors, args.html, args.engine, args.ray_address,
                      args.ray_cpus, args.ray_workers, args.num_gpus_per_worker)
     summary = caption_library(job)

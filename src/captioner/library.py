@@ -93,10 +93,10 @@ def caption_library(job: LibraryJob) -> Summary:
         raise ValueError(f"--engine {job.engine}: choose local or ray")
     if job.engine == "ray" and not job.output:
         raise ValueError("--engine ray needs --output FILE (.jsonl or .parquet)")
-    if job.metadata:   # fail on a missing ExifTool before any work, not on the first photo
-        from .metadata import MetadataWriter
+    if job.metadata:   # fail on a missing ExifTool before any work (and before any Ray actor starts)
+        from .metadata import check
 
-        MetadataWriter(job.metadata).close()
+        check(job.metadata)
     summary = Summary(total=len(job.paths))
     store = open_results(job.output, job.retry_errors) if job.output else None
     try:

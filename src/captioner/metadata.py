@@ -56,15 +56,20 @@ def _pixels(path: Path) -> str:
     return h.hexdigest()
 
 
+def check(mode: str) -> None:
+    """Raise ValueError, saying what to do, unless ``mode`` can be written here (ExifTool installed)."""
+    if mode not in MODES:
+        raise ValueError(f"--write-metadata {mode}: choose {' or '.join(MODES)}")
+    if shutil.which("exiftool") is None:
+        raise ValueError("--write-metadata needs ExifTool: apt install libimage-exiftool-perl "
+                         "(Debian/Ubuntu), brew install exiftool (macOS), or see exiftool.org")
+
+
 class MetadataWriter:
     """One ExifTool process for a run (or a Ray worker); ``write(path, text)`` per photo."""
 
     def __init__(self, mode: str, overwrite: bool = False):
-        if mode not in MODES:
-            raise ValueError(f"--write-metadata {mode}: choose {' or '.join(MODES)}")
-        if shutil.which("exiftool") is None:
-            raise ValueError("--write-metadata needs ExifTool: apt install libimage-exiftool-perl "
-                             "(Debian/Ubuntu), brew install exiftool (macOS), or see exiftool.org")
+        check(mode)
         import exiftool
 
         self.mode, self.overwrite = mode, overwrite

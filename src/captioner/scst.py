@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from .decode import NEVER_GENERATED, generate
+from .distributed import Dist
 from .metrics import CiderD
 
 END_TOKEN = "<end>"  # scored as a word, so that a caption cut off mid-phrase loses reward
@@ -98,8 +99,6 @@ def scst_one_epoch(model, feats, scorer: CiderD, vocab, optimizer, params,
     the whole batch's word count; the gradients, summed over the ranks, are then those of one
     process on the whole batch.  (No DDP wrapper: beam search and sampling do not go through
     ``forward``.)"""
-    from .distributed import Dist
-
     dist = dist or Dist(torch.device("cpu"))
     device = next(model.parameters()).device
     # beam candidates come from the policy used at inference (no dropout); samples from the training one
