@@ -266,6 +266,6 @@ def test_flip_mirrors_the_photo_and_swaps_left_and_right(tiny_data, tmp_path):
     for p, flipped in ((0.0, False), (1.0, True)):
         args = run_args(tiny_data, tmp_path / "r", tmp_path / "f.npy", flip=p, finetune_batch_size=4)
         x, _ = next(iter(finetune_loader(ds, names, vocab, pre, args, torch.Generator().manual_seed(0))))
-        args0 = run_args(tiny_data, tmp_path / "r", tmp_path / "f.npy", finetune_batch_size=4)
+        args0 = run_args(tiny_data, tmp_path / "r", tmp_path / "f.npy", flip=0.0, finetune_batch_size=4)
         x0, _ = next(iter(finetune_loader(ds, names, vocab, pre, args0, torch.Generator().manual_seed(0))))
         assert torch.equal(x, x0.flip(-1)) == flipped and torch.equal(x, x0) == (not flipped)

@@ -282,7 +282,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="ImageNet CNN encoder")
     ap.add_argument("--encoder-weights", default=None, help="ImageNet weights file for the encoder")
     ap.add_argument("--image-size", type=int, default=224, help="square input size in pixels")
-    ap.add_argument("--decoder", default="attention", choices=list(DECODERS),
+    ap.add_argument("--decoder", default="adaptive", choices=list(DECODERS),
                     help="LSTM decoder: attention (Show, Attend and Tell), adaptive (visual sentinel, Lu et al. 2017), "
                          "updown (top-down attention, Anderson et al. 2018), plain (no attention)")
     ap.add_argument("--embed-dim", type=int, default=256, help="word embedding size")
@@ -312,7 +312,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--finetune-bn-stats", action="store_true",
                     help="update batch-norm running statistics when fine-tuning (default: keep ImageNet's)")
     ap.add_argument("--finetune-batch-size", type=int, default=32, help="images per batch when fine-tuning")
-    ap.add_argument("--flip", type=float, default=0.0,
+    ap.add_argument("--flip", type=float, default=0.5,
                     help="fine-tuning: mirror each photo with this probability, 'left' and 'right' swapped in its caption")
     ap.add_argument("--scst-epochs", type=int, default=0, help="epochs of self-critical CIDEr-D training at the end")
     ap.add_argument("--scst-lr", type=float, default=5e-5, help="decoder learning rate during SCST")
