@@ -35,7 +35,7 @@ class Caption:
     words: list[str]
     score: float                                   # length-normalised log-probability
     beams: list[tuple[str, float]] = field(default_factory=list)  # (text, score), best first
-    attention: torch.Tensor | None = None          # [len(words), grid cells], attention decoder only
+    attention: torch.Tensor | None = None          # [len(words), grid cells]; None for the plain decoder
     grid: int = 0                                  # side of the attention grid
     alt_text: str = ""                             # the text recommended for an alt attribute
     in_domain: bool | None = None                  # resembles the training photos (None: model not calibrated)
