@@ -30,7 +30,7 @@ from .encoders import Encoder, build_encoder
 @dataclass
 class ModelConfig:
     vocab_size: int
-    decoder: str = "attention"          # attention | adaptive | updown | plain
+    decoder: str = "attention"          # attention | adaptive | updown | plain (`captioner train`: adaptive)
     encoder: str = "efficientnet_lite2"  # efficientnet_lite2 | resnet50 | vgg16
     image_size: int = 224
     feature_dim: int = 1280             # channels of the encoder grid

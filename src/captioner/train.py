@@ -278,19 +278,22 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="dataset: a Flickr8k folder (Kaggle, original or Karpathy layout), a Karpathy JSON (COCO, Flickr30k), or a CSV / JSON-lines file of image,caption[,split]")
     ap.add_argument("--layout", default=None, choices=LAYOUTS, help="force a dataset layout")
     ap.add_argument("--out", required=True, help="run folder: checkpoints, vocabulary, history, curves")
-    ap.add_argument("--encoder", default="efficientnet_lite2", choices=["efficientnet_lite2", "resnet50", "vgg16"],
+    # the model's sizes default to ModelConfig's (one place); the decoder to the shipped recipe's
+    ap.add_argument("--encoder", default=ModelConfig.encoder, choices=["efficientnet_lite2", "resnet50", "vgg16"],
                     help="ImageNet CNN encoder")
     ap.add_argument("--encoder-weights", default=None, help="ImageNet weights file for the encoder")
-    ap.add_argument("--image-size", type=int, default=224, help="square input size in pixels")
+    ap.add_argument("--image-size", type=int, default=ModelConfig.image_size, help="square input size in pixels")
     ap.add_argument("--decoder", default="adaptive", choices=list(DECODERS),
-                    help="LSTM decoder: attention (Show, Attend and Tell), adaptive (visual sentinel, Lu et al. 2017), "
-                         "updown (top-down attention, Anderson et al. 2018), plain (no attention)")
-    ap.add_argument("--embed-dim", type=int, default=256, help="word embedding size")
-    ap.add_argument("--hidden-dim", type=int, default=512, help="LSTM hidden size")
-    ap.add_argument("--attention-dim", type=int, default=512, help="attention MLP size")
-    ap.add_argument("--dropout", type=float, default=0.5, help="dropout before the word classifier")
+                    help="LSTM decoder: adaptive (visual sentinel, Lu et al. 2017; the shipped model's, default), "
+                         "attention (Show, Attend and Tell), updown (top-down attention, Anderson et al. 2018), "
+                         "plain (no attention)")
+    ap.add_argument("--embed-dim", type=int, default=ModelConfig.embed_dim, help="word embedding size")
+    ap.add_argument("--hidden-dim", type=int, default=ModelConfig.hidden_dim, help="LSTM hidden size")
+    ap.add_argument("--attention-dim", type=int, default=ModelConfig.attention_dim, help="attention MLP size")
+    ap.add_argument("--dropout", type=float, default=ModelConfig.dropout, help="dropout before the word classifier")
     ap.add_argument("--min-count", type=int, default=5, help="vocabulary: minimum word count in training captions")
-    ap.add_argument("--max-len", type=int, default=30, help="longest caption in words (training and generation)")
+    ap.add_argument("--max-len", type=int, default=ModelConfig.max_len,
+                    help="longest caption in words (training and generation)")
     ap.add_argument("--epochs", type=int, default=12, help="epochs of the frozen-encoder stage")
     ap.add_argument("--batch-size", type=int, default=64, help="captions per batch in the frozen stage")
     ap.add_argument("--lr", type=float, default=4e-4, help="decoder learning rate (Adam)")
