@@ -9,22 +9,27 @@
 
 Every Caption also says what the model knows of its limits (``knowledge.py``, stored in the
 model file): ``in_domain``, ``confidence``, ``tags``, ``guided`` (the word a guided caption was
-required to contain) and ``alt_text`` (``alttext.py``).
+required to contain) and ``alt_text`` (``alttext.py``); what kind of image it is (``kind``: photo,
+screenshot, document, chart, drawing; ``kind.py``), the text read in it (``image_text``, ``"text"`` in records; ``ocr.py``) and a
+``long_description``.  Text is read where the kind says it pays (``read_text="auto"``: every image
+not classed a photo), on every image (``"always"``) or never (``"never"``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from . import alttext, checkpoint
+from . import alttext, checkpoint, kind as kinds, wording
 from .decode import DEFAULT_LENGTH_PENALTY, DEFAULT_NO_REPEAT_NGRAM, generate
 from .ensemble import Ensemble
 from .images import ImageError, open_image
 from .knowledge import Knowledge
+from .ocr import ImageText, TextReader, TextReaderError
 from .runtime import bf16_matmuls, make_encoder, resolve_device, resolve_precision
 from .tags import Tag
 
@@ -43,13 +48,24 @@ class Caption:
     tags: list[Tag] = field(default_factory=list)  # top ImageNet classes, most probable first
     guided: str | None = None                      # the word a guided caption had to contain
     domain_distance: float | None = None           # distance to the nearest training photos
+    kind: str | None = None                        # photo, screenshot, document, chart, drawing (kind.py)
+    kind_probability: float | None = None
+    chart_type: str | None = None                  # bar, line, pie, scatter where a chart's type is clear
+    image_text: ImageText | None = None            # the text read in the image ("text" in to_dict); None: not read
+    long_description: str = ""                     # all text read; for a chart its parts (alttext.py)
+    text_error: str | None = None                  # why text could not be read, when it could not
 
     def to_dict(self) -> dict:
-        d = {"caption": self.text, "score": round(self.score, 4), "alt_text": self.alt_text,
-             "in_domain": self.in_domain,
+        d = {"caption": self.text, "score": round(self.score, 4),
+             "alt_text": self.alt_text, "in_domain": self.in_domain,
              "confidence": None if self.confidence is None else round(self.confidence, 4),
              "tags": [t.to_dict() for t in self.tags], "guided": self.guided,
-             "domain_distance": None if self.domain_distance is None else round(self.domain_distance, 4)}
+             "domain_distance": None if self.domain_distance is None else round(self.domain_distance, 4),
+             "kind": self.kind, "kind_probability": None if self.kind_probability is None else round(self.kind_probability, 4),
+             "chart_type": self.chart_type, "text": None if self.image_text is None else self.image_text.to_dict(),
+             "long_description": self.long_description}
+        if self.text_error:
+            d["text_error"] = self.text_error
         if len(self.beams) > 1:
             d["beams"] = [{"caption": t, "score": round(s, 4)} for t, s in self.beams]
         return d
@@ -81,7 +97,9 @@ class Captioner:
 
     def __init__(self, path=None, device: str = "cpu", beam_size: int = 3, length_penalty: float = DEFAULT_LENGTH_PENALTY,
                  encoder_weights: str | None = None, backend: str = "auto", precision: str = "auto",
-                 no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM, knowledge: bool = True, guidance: bool = True):
+                 no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM, knowledge: bool = True, guidance: bool = True,
+                 read_text: str = "auto", gender_neutral: bool = False, max_chars: int = alttext.MAX_CHARS,
+                 text_threads: int | None = None):
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         # several checkpoints caption as one ensemble (ensemble.py); the first sets the preprocessing
         paths = list(path) if isinstance(path, (list, tuple)) else [path]
@@ -111,6 +129,11 @@ class Captioner:
         stored = checkpoint.load_knowledge(self.path) if knowledge else None
         self.knowledge = Knowledge.from_file(*stored, self.vocab) if stored else None
         self.guidance = guidance      # guided captions where the knowledge allows them (knowledge.py)
+        # what kind of image: the full classifier for the encoder it was fitted on, else colour-only
+        loaded_kind = kinds.load(checkpoint.weights_digest(self.model.encoder)) if knowledge else None
+        self.kinds, self.kind_info = loaded_kind if loaded_kind else (None, None)
+        self.read_text, self.gender_neutral, self.max_chars = _read_mode(read_text), gender_neutral, _limit(max_chars)
+        self.reader = TextReader(text_threads)   # the OCR engine loads on the first image it reads
 
     def _grids(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Preprocessed images -> one feature grid per member; a member with another input size
@@ -128,8 +151,18 @@ class Captioner:
         return self.model.preprocess
 
     @torch.inference_mode()
-    def caption_tensors(self, x: torch.Tensor, beam_size: int | None = None, n_best: int = 1) -> list[Caption]:
-        """Preprocessed images [B, 3, S, S] -> one Caption each."""
+    def caption_tensors(self, x: torch.Tensor, beam_size: int | None = None, n_best: int = 1,
+                        gender_neutral: bool | None = None, max_chars: int | None = None) -> list[Caption]:
+        """Preprocessed images [B, 3, S, S] -> one Caption each, its kind decided; no text read yet
+        (``caption`` and ``caption_paths`` read it where it pays)."""
+        neutral = self.gender_neutral if gender_neutral is None else gender_neutral
+        limit = self.max_chars if max_chars is None else _limit(max_chars)
+        out = self._caption_tensors(x, beam_size, n_best, neutral)
+        for c in out:
+            c.alt_text = self._compose(c, limit)
+        return out
+
+    def _caption_tensors(self, x, beam_size, n_best, neutral) -> list[Caption]:
         k = beam_size or self.beam_size
         grids = self._grids(x)
         side = grids[0].size(-1)
@@ -138,10 +171,7 @@ class Captioner:
         decode = dict(length_penalty=self.length_penalty, n_best=max(n_best, 1), no_repeat_ngram=self.no_repeat_ngram)
         kn = self.knowledge
         if kn is None:   # a model file that was never calibrated: the caption is the alt text
-            out = [self._caption(hyps, side) for hyps in generate(self.decoding, feats, k, **decode)]
-            for c in out:
-                c.alt_text = alttext.compose(c.text, None, None, [])
-            return out
+            return [self._caption(hyps, side, neutral) for hyps in generate(self.decoding, feats, k, **decode)]
         # the ImageNet head and the domain check run on the pooled grid already computed
         probs, dist, in_domain = kn.assess(grids[0].mean((2, 3)))
         cand = kn.candidates(probs, in_domain) if self.guidance else [None] * len(probs)
@@ -163,22 +193,60 @@ class Captioner:
                 if g and not kn.already_named(probs[i], p[0].tokens) and kn.accept_guided(p[0].score, g[0].score):
                     results[i] = g
                     guided[i] = next(self.vocab.itos[t] for t in g[0].tokens if t in cand[i])
-        out = [self._caption(hyps, side) for hyps in results]
+        out = [self._caption(hyps, side, neutral) for hyps in results]
         top = kn.tagger.top(probs, 5)
         conf = kn.confidence([c.score for c in out], [len(c.words) for c in out], dist, probs.max(1).values)
         for i, c in enumerate(out):
             c.tags, c.guided, c.in_domain = top[i], guided[i], bool(in_domain[i])
             c.domain_distance = float(dist[i])
             c.confidence = float(conf[i]) if conf is not None else None
-            c.alt_text = alttext.compose(c.text, c.in_domain, c.confidence, c.tags)
+        if self.kinds is not None:   # from the pooled grid and the pixels already at hand
+            pooled = grids[0].mean((2, 3)).float().cpu().numpy()
+            decided = self.kinds.decide(self.kinds.probs(pooled, kinds.colour_features(self._pixels(x))))
+            for c, d in zip(out, decided):
+                c.kind, c.kind_probability, c.chart_type = d.name, d.probability, d.chart_type
         return out
 
-    def _caption(self, hyps, side: int) -> Caption:
+    def _pixels(self, x: torch.Tensor) -> np.ndarray:
+        """Preprocessed images back to [0, 1] pixels (for the colour statistics of ``kind.py``)."""
+        mean = torch.tensor(self.preprocess.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.preprocess.std).view(1, 3, 1, 1)
+        return (x.float().cpu() * std + mean).numpy()
+
+    def _caption(self, hyps, side: int, neutral: bool = False) -> Caption:
         best = hyps[0]
         words = self.vocab.decode(best.tokens)
-        text = " ".join(words)
-        return Caption(text, words, best.score, [(" ".join(self.vocab.decode(h.tokens)), h.score) for h in hyps],
-                       best.attention, side)
+        beams = [(" ".join(self.vocab.decode(h.tokens)), h.score) for h in hyps]
+        attention = best.attention
+        if neutral:
+            mapped = wording.neutral(" ".join(words)).split()
+            # attention has a row per generated word: kept where the mapping kept the word count
+            attention = attention if len(mapped) == len(words) else None
+            words = mapped
+            beams = [(wording.neutral(t), sc) for t, sc in beams]
+        return Caption(" ".join(words), words, best.score, beams, attention, side)
+
+    def _compose(self, c: Caption, limit: int) -> str:
+        return alttext.compose(c.text, c.in_domain, c.confidence, c.tags, c.kind, c.image_text, c.chart_type, limit)
+
+    def wants_text(self, c: Caption, mode: str | None = None) -> bool:
+        """Whether to read the text of the image behind ``c``: auto reads every image not classed a
+        photo (a photo's text costs about 20 captions and is mostly misread; docs/text.md)."""
+        mode = self.read_text if mode is None else _read_mode(mode)
+        return mode == "always" or (mode == "auto" and c.kind is not None and c.kind != "photo")
+
+    def read(self, c: Caption, image, mode: str | None = None, max_chars: int | None = None) -> Caption:
+        """Read the text of ``image`` (PIL) into ``c`` where ``wants_text`` says so, then compose its
+        alt text and long description again.  A missing or failing reader is recorded in
+        ``c.text_error`` and the caption still comes."""
+        if self.wants_text(c, mode):
+            try:
+                c.image_text = self.reader.read(image, photo=c.kind in (None, "photo"))
+            except TextReaderError as e:
+                c.text_error = str(e)
+            c.long_description = alttext.long_description(c.kind, c.image_text, c.chart_type)
+            c.alt_text = self._compose(c, self.max_chars if max_chars is None else _limit(max_chars))
+        return c
 
     def _batches(self, paths: list, batch_size: int, workers: int = 0):
         """Yield (batch of (index, tensor or None, error or None), the readable images stacked with
@@ -199,23 +267,64 @@ class Captioner:
             for i, _, err in batch:
                 yield paths[i], pooled.get(i, err)
 
-    def caption(self, images, beam_size: int | None = None, n_best: int = 1):
-        """A path, PIL image, or a list of them -> Caption (or a list). Raises ImageError."""
+    @torch.inference_mode()
+    def kind_inputs(self, paths, batch_size: int = 32):
+        """Yield (path, (pooled features [D], colour statistics [12]) or an error message): what the
+        kind classifier reads, for fitting it (``kind_train.py``)."""
+        paths = list(paths)
+        for batch, idx, x in self._batches(paths, batch_size):
+            got = {}
+            if idx:
+                pooled = self._grids(x)[0].mean((2, 3)).float().cpu().numpy()
+                colour = kinds.colour_features(self._pixels(x))
+                got = {i: (p, c) for i, p, c in zip(idx, pooled, colour)}
+            for i, _, err in batch:
+                yield paths[i], got.get(i, err)
+
+    def caption(self, images, beam_size: int | None = None, n_best: int = 1, read_text: str | None = None,
+                gender_neutral: bool | None = None, max_chars: int | None = None):
+        """A path, PIL image, or a list of them -> Caption (or a list). Raises ImageError.
+        ``read_text``, ``gender_neutral``, ``max_chars``: this call's wording, over the model's."""
         single = not isinstance(images, (list, tuple))
-        items = [images] if single else list(images)
-        x = torch.stack([self.preprocess(open_image(im)) for im in items])
-        res = self.caption_tensors(x, beam_size, n_best)
+        items = [open_image(im) for im in ([images] if single else list(images))]
+        x = torch.stack([self.preprocess(im) for im in items])
+        res = [self.read(c, im, read_text, max_chars)
+               for c, im in zip(self.caption_tensors(x, beam_size, n_best, gender_neutral, max_chars), items)]
         return res[0] if single else res
 
     def caption_paths(self, paths, batch_size: int = 16, workers: int = 0, beam_size: int | None = None,
-                      n_best: int = 1):
+                      n_best: int = 1, read_text: str | None = None, gender_neutral: bool | None = None,
+                      max_chars: int | None = None):
         """Yield (path, Caption or error message) in input order; decoding and preprocessing run in
-        ``workers`` processes while the model computes; a bad file never stops the batch."""
+        ``workers`` processes while the model computes; a bad file never stops the batch.  The images
+        whose text is read are opened once more for it, at full size."""
         paths = list(paths)
         for batch, idx, x in self._batches(paths, batch_size, workers):
-            results = dict(zip(idx, self.caption_tensors(x, beam_size, n_best))) if idx else {}
+            results = dict(zip(idx, self.caption_tensors(x, beam_size, n_best, gender_neutral, max_chars))) if idx else {}
             for i, _, err in batch:
-                yield paths[i], results.get(i, err)
+                res = results.get(i, err)
+                if not isinstance(res, str) and self.wants_text(res, read_text):
+                    try:
+                        res = self.read(res, open_image(paths[i]), read_text, max_chars)
+                    except ImageError as e:   # changed or removed since it was captioned
+                        res.text_error = str(e)
+                yield paths[i], res
+
+
+def _read_mode(mode: str) -> str:
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"read_text '{mode}': choose auto (images not classed photos), always or never")
+    return mode
+
+
+def _limit(max_chars) -> int:
+    try:
+        n = int(max_chars)
+    except (TypeError, ValueError):
+        raise ValueError(f"max_chars {max_chars!r}: give a whole number of characters") from None
+    if n < 20:
+        raise ValueError(f"max_chars {n}: at least 20 characters, so an alt text can say something")
+    return n
 
 
 def load(path=None, device: str = "cpu", with_preprocess: bool = False, **kwargs):

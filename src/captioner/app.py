@@ -1,7 +1,8 @@
 """The Streamlit app: ``captioner app [--port N] [--model CKPT] [--examples DIR]``.
 
 Upload photos, take one with the camera, or pick an example; read the caption, the top beams
-with their scores, and where the model looked for each word.  The model is loaded once per
+with their scores, where the model looked for each word, what kind of image it is and the text
+read in it (boxes drawn over the image) with its long description.  The model is loaded once per
 server process (``st.cache_resource``).  Run directly with
 ``streamlit run src/captioner/app.py -- --model CKPT --examples DIR``.
 """
@@ -45,16 +46,47 @@ def example_images(folder: str | None, limit: int = 24) -> list[Path]:
     return files[:limit]
 
 
-def caption_one(cap: Captioner, name: str, data: bytes, beam_size: int, n_best: int):
-    """-> (PIL image, Caption, seconds) or raises ImageError with a message for the user."""
+def caption_one(cap: Captioner, name: str, data: bytes, beam_size: int, n_best: int, wording: dict | None = None):
+    """-> (PIL image, Caption, seconds) or raises ImageError with a message for the user.
+    ``wording``: read_text, gender_neutral, max_chars for this caption."""
     if not data:
         raise ImageError(f"{name}: empty file")
     if len(data) > MAX_UPLOAD_BYTES:
         raise ImageError(f"{name}: file too large ({len(data) / 2**20:.1f} MB, limit {MAX_UPLOAD_BYTES // 2**20} MB)")
     img = open_image(io.BytesIO(data), name)
     t0 = time.perf_counter()
-    result = cap.caption(img, beam_size=beam_size, n_best=n_best)
+    result = cap.caption(img, beam_size=beam_size, n_best=n_best, **(wording or {}))
     return img, result, time.perf_counter() - t0
+
+
+def text_boxes(img, image_text):
+    """The image with a box drawn round each line of text read in it."""
+    from PIL import ImageDraw
+
+    out = img.convert("RGB").copy()
+    draw = ImageDraw.Draw(out)
+    width = max(2, round(max(out.size) / 400))
+    for line in image_text.lines:
+        draw.polygon([tuple(p) for p in line.box], outline=(230, 40, 40), width=width)
+    return out
+
+
+def show_text(result) -> None:
+    """Kind, the text read and the long description."""
+    kind = result.kind or "unknown"
+    if result.chart_type:
+        kind += f" ({result.chart_type})"
+    prob = f" · {result.kind_probability:.0%}" if result.kind_probability is not None else ""
+    st.markdown(f"**Kind of image:** {kind}{prob}")
+    if result.text_error:
+        st.warning(f"Text not read: {result.text_error}")
+    elif result.image_text is None:
+        st.caption("Text not read (photos are read only with “Read text: always”).")
+    elif not result.image_text:
+        st.caption("No text found.")
+    if result.long_description:
+        with st.expander("Long description (all text read)", expanded=result.kind != "photo"):
+            st.text(result.long_description)
 
 
 def show_knowledge(result) -> None:
@@ -81,12 +113,16 @@ def show_result(key: str, name: str, img, result, seconds: float, show_attention
     left, right = st.columns([3, 2])
     with right:
         show_knowledge(result)
+        show_text(result)
         st.caption(f"{name} · {seconds * 1000:.0f} ms · beam score {result.score:.3f}")
         if len(result.beams) > 1:
             st.markdown("**Top beams**")
             st.table([{"caption": t, "score": round(s, 3)} for t, s in result.beams])
     with left:
-        if show_attention and result.attention is not None and result.words:
+        if result.image_text:
+            st.image(text_boxes(img, result.image_text), width="stretch",
+                     caption=f"{len(result.image_text.lines)} lines of text read")
+        elif show_attention and result.attention is not None and result.words:
             # a slider over word positions: repeated words ("a ... a") stay distinct choices
             word_i = st.select_slider("Where the model looked for each word", options=list(range(len(result.words))),
                                       value=0, format_func=lambda i: result.words[i], key=f"word-{key}")
@@ -115,6 +151,11 @@ def main(argv=None):
         beam_size = st.slider("Beam size", 1, 5, 3, help="1 = greedy; larger looks at more candidate sentences")
         n_best = min(st.slider("Beams shown", 1, 5, 3, help="at most the beam size"), beam_size)
         show_attention = st.toggle("Attention maps", value=True)
+        read_text = st.selectbox("Read text", ["auto", "always", "never"], key="read_text",
+                                 help="auto: screenshots, documents, charts and drawings; always: photos too")
+        neutral = st.toggle("Gender-neutral wording", value=False, help="person/child instead of man/woman/boy/girl")
+        max_chars = st.number_input("Longest alt text (characters)", min_value=20, max_value=1000, value=125, step=5)
+        wording = {"read_text": read_text, "gender_neutral": neutral, "max_chars": int(max_chars)}
         cfg = cap.model.cfg
         st.caption(f"Model: {cap.path.name} · {cfg.encoder} + {cfg.decoder} LSTM · {len(cap.vocab)} words")
 
@@ -153,7 +194,7 @@ def main(argv=None):
     for i, (name, data) in enumerate(inputs):
         st.divider()
         try:
-            img, result, seconds = caption_one(cap, name, data, beam_size, n_best)
+            img, result, seconds = caption_one(cap, name, data, beam_size, n_best, wording)
         except ImageError as e:
             st.error(f"Cannot caption this file — {e}")
             continue
@@ -168,7 +209,8 @@ def launch(args) -> int:
 
     cmd = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).resolve()),
            "--server.headless", "true", "--server.port", str(args.port), "--server.address", args.host,
-           "--browser.gatherUsageStats", "false", "--server.maxUploadSize", "20", "--"]
+           "--browser.gatherUsageStats", "false", "--server.maxUploadSize", "20",
+           "--client.toolbarMode", "viewer", "--"]   # no developer toolbar ("Deploy") for users
     if args.model:
         cmd += ["--model", args.model]
     if args.examples:

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import runtime
+from . import runtime, wording
 from .decode import DEFAULT_LENGTH_PENALTY
 
 
@@ -20,7 +20,8 @@ def _model_args(args) -> dict:
     """``api.Captioner``'s keyword arguments from the command line (plain and library runs alike)."""
     return dict(path=args.model, device=args.device, beam_size=args.beam_size, length_penalty=args.length_penalty,
                 backend=args.backend, precision=args.precision, no_repeat_ngram=args.no_repeat_ngram,
-                guidance=not args.no_guidance)
+                guidance=not args.no_guidance, read_text=args.read_text, gender_neutral=args.gender_neutral,
+                max_chars=args.max_chars)
 
 
 def _caption(args) -> int:
@@ -64,8 +65,11 @@ def _print_record(rec: dict, args, many: bool, beams=None) -> None:
     if "error" in rec:
         print(f"captioner: error: {rec['error']}", file=sys.stderr, flush=True)
         return
+    if rec.get("text_error"):   # the caption still comes; say once per image why its text is missing
+        print(f"captioner: warning: {rec['image']}: {rec['text_error']}", file=sys.stderr, flush=True)
     text = rec["caption"] if args.caption_only else rec["alt_text"]
-    if rec.get("in_domain") is False and not args.caption_only:
+    # the flag is about the caption: a screenshot's or chart's alt text does not use it and says its kind
+    if rec.get("in_domain") is False and not args.caption_only and rec.get("kind") in (None, "photo"):
         text = "[out of domain] " + text
     line = text if not many else f"{rec['image']}\t{text}"
     if beams:
@@ -94,7 +98,7 @@ def _caption_library(args, paths: list[str]) -> int:
 
 def _app_arguments(p):
     p.add_argument("--port", type=int, default=8501, help="port to listen on")
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
     p.add_argument("--examples", default=None, help="folder of example photos for the gallery")
     p.add_argument("--device", default="auto", help=runtime.DEVICE_HELP)
@@ -135,6 +139,7 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=0, help="image decoding worker processes (0: in-process)")
     runtime.add_arguments(p)
     p.add_argument("--attention-dir", default=None, help="save an attention map PNG per image into this folder")
+    wording.add_arguments(p)
     g = p.add_argument_group("photo libraries (library.py)")
     g.add_argument("--output", default=None, metavar="FILE",
                    help="append one record per photo to FILE (.jsonl, or .parquet: a folder of parts), flushed per "

@@ -7,6 +7,7 @@ beam search), never through cached features, so a fine-tuned encoder is measured
     captioner evaluate --model runs/main/best.safetensors --split dev --beam-size 5
     captioner evaluate --split test --image-dir ../shared/flickr8k/originals   # full-size originals
     captioner evaluate --model a.safetensors b.safetensors --split dev     # an ensemble of two
+    captioner evaluate --split test --gender-neutral      # neutral wording, references mapped the same way
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .data import LAYOUTS, load_dataset, tokenize
 from . import runtime
 from .decode import DEFAULT_LENGTH_PENALTY
 from .metrics import score_all
+from . import wording
 
 
 def diversity(cands: list[list[str]], train_captions: set[tuple]) -> dict:
@@ -32,11 +34,13 @@ def diversity(cands: list[list[str]], train_captions: set[tuple]) -> dict:
 
 def evaluate(captioner: Captioner, data: str, split: str = "test", beam_size: int = 3,
              image_dir: str | None = None, batch_size: int = 32, workers: int = 1, with_meteor: bool = True,
-             layout: str | None = None, names_from: str | None = None):
+             layout: str | None = None, names_from: str | None = None, gender_neutral: bool = False):
     """-> (scores dict, {image name: caption}). With ``image_dir``, the split's images are read from
     that folder and only those found there are used (for example the full-size originals); with
     ``names_from``, only the split's images that also exist in that folder are used (to score the
-    224-px copies of exactly the same images)."""
+    224-px copies of exactly the same images).  ``gender_neutral``: the captioner's wording option is
+    scored against references mapped by the same ``wording.neutral``; the share of references and
+    captions that name a gender is reported either way."""
     ds = load_dataset(data, layout)
     names = ds.images(split)
     folder = Path(image_dir) if image_dir else ds.image_dir
@@ -46,10 +50,14 @@ def evaluate(captioner: Captioner, data: str, split: str = "test", beam_size: in
     if not names:
         raise SystemExit(f"no {split} images found in {folder}")
     refs = ds.references(split)
+    gendered_refs = sum(wording.names_gender(r) for n in names for r in refs[n]) / max(sum(len(refs[n]) for n in names), 1)
+    if gender_neutral:
+        refs = {n: [wording.neutral(" ".join(r)).split() for r in rs] for n, rs in refs.items()}
     t0 = time.time()
     results, failed = {}, {}
     key = {str(folder / n): n for n in names}   # names may hold sub-folders (COCO's train2014/...)
-    for path, res in captioner.caption_paths([folder / n for n in names], batch_size, workers, beam_size):
+    for path, res in captioner.caption_paths([folder / n for n in names], batch_size, workers, beam_size,
+                                             read_text="never", gender_neutral=gender_neutral):
         if isinstance(res, str):
             failed[key[str(path)]] = res
         else:
@@ -60,6 +68,9 @@ def evaluate(captioner: Captioner, data: str, split: str = "test", beam_size: in
     scores = score_all([results[n] for n in done], [refs[n] for n in done], with_meteor=with_meteor)
     train_caps = {tuple(tokenize(c)) for n in ds.images("train") for c in ds.captions[n]}
     scores.update(diversity([results[n] for n in done], train_caps))
+    scores.update({"references naming a gender": round(gendered_refs, 4),
+                   "captions naming a gender": round(sum(wording.names_gender(results[n]) for n in done) / max(len(done), 1), 4),
+                   "gender-neutral": gender_neutral})
     scores.update({"images": len(done), "failed": len(failed), "beam size": beam_size or captioner.beam_size,
                    "no-repeat n-gram": captioner.no_repeat_ngram, "backend": captioner.backend,
                    "precision": captioner.precision,
@@ -83,6 +94,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--workers", type=int, default=0, help="image decoding worker processes (0: in-process)")
     ap.add_argument("--no-meteor", action="store_true", help="skip METEOR even where Java is installed")
     ap.add_argument("--out", default=None, help="write scores and generated captions to this JSON file")
+    ap.add_argument("--gender-neutral", action="store_true",
+                    help="neutral wording (person/child/...), scored against references mapped the same way")
 
 
 def main(args) -> int:
@@ -90,7 +103,7 @@ def main(args) -> int:
                     backend=args.backend, precision=args.precision, no_repeat_ngram=args.no_repeat_ngram,
                         guidance=not args.no_guidance)
     scores, captions = evaluate(cap, args.data, args.split, args.beam_size, args.image_dir, args.batch_size,
-                                args.workers, not args.no_meteor, args.layout, args.names_from)
+                                args.workers, not args.no_meteor, args.layout, args.names_from, args.gender_neutral)
     for k, v in scores.items():
         print(f"{k:>15}: {v:.4f}" if isinstance(v, float) else f"{k:>15}: {v}")
     if args.out:

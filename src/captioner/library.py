@@ -66,7 +66,8 @@ class Labeller:
             rec = record(path, res)
             if self.writer is not None and "error" not in rec:
                 try:
-                    rec.update(self.writer.write(path, rec.get("alt_text") or rec["caption"]))
+                    rec.update(self.writer.write(path, rec.get("alt_text") or rec["caption"],
+                                                 rec.get("long_description") or ""))
                 except MetadataError as e:
                     rec["error"] = str(e)
                 except Exception as e:   # ExifTool itself failing must not end the run: retried later

@@ -7,7 +7,8 @@ driven by PyExifTool's one long-running process): nothing here builds XMP by han
 Fields written (IPTC Photo Metadata 2021.1): ``Iptc4xmpCore:AltTextAccessibility`` ("Alt Text
 (Accessibility)"), ``dc:description`` and ``photoshop:CaptionWriter`` ("Description Writer":
 ``captioner``, which is how a later run recognises its own text); when embedding, also EXIF
-``ImageDescription``.
+``ImageDescription``; where text was read in the image, its long description (all the text, or a
+chart's parts) as ``Iptc4xmpCore:ExtDescrAccessibility`` ("Extended Description (Accessibility)").
 
 Safety, for every photo:
   * A description a person wrote (any of those fields, in the photo or its sidecar, not signed by
@@ -32,6 +33,7 @@ MODES = ("sidecar", "embed")
 WRITER = "captioner"
 ALT, DESC, CAPTION_WRITER, EXIF_DESC = ("XMP-iptcCore:AltTextAccessibility", "XMP-dc:Description",
                                         "XMP-photoshop:CaptionWriter", "IFD0:ImageDescription")
+EXT_DESC = "XMP-iptcCore:ExtDescrAccessibility"
 def _structural(tag: str) -> bool:
     """Tags that a correct write may change without touching content: the file system's, ExifTool's,
     derived ones, the container's description (a WebP becomes "Extended WEBP" once it holds
@@ -110,10 +112,13 @@ class MetadataWriter:
 
     # ------------------------------------------------------------ writing
 
-    def write(self, photo: str | Path, text: str) -> dict:
-        """Write ``text`` for ``photo`` -> what was done, for the results file.  Raises MetadataError."""
+    def write(self, photo: str | Path, text: str, long_description: str = "") -> dict:
+        """Write ``text`` (and a ``long_description``, where there is one) for ``photo`` -> what was
+        done, for the results file.  Raises MetadataError."""
         photo = Path(photo)
         text = " ".join(str(text).split())   # one line: ExifTool's argument lists are line-based
+        # its lines joined by " / ": one argument line, and the line breaks still readable
+        long_description = " / ".join(" ".join(l.split()) for l in str(long_description or "").splitlines() if l.strip())
         if not text:
             raise MetadataError(f"{photo}: no text to write")
         target = photo if self.mode == "embed" else photo.with_suffix(".xmp")
@@ -136,6 +141,8 @@ class MetadataWriter:
         if target == photo:
             old = photo_tags
         new = {ALT: text, DESC: text, CAPTION_WRITER: WRITER}
+        if long_description:
+            new[EXT_DESC] = long_description
         if self.mode == "embed":
             new[EXIF_DESC] = text
         tmp = target.with_name(f".{target.stem}.captioner-tmp{os.getpid()}{target.suffix}")

@@ -62,15 +62,23 @@ def _quiet(ray) -> None:
     ctx.print_on_execution_start = False
 
 
-def ray_batches(paths: list[str], job):
-    """Yield lists of records for ``paths`` computed on Ray (``job``: ``library.LibraryJob``)."""
-    if not paths:
-        return
+def _environment() -> None:
+    """Set before ray is imported, inherited by the cluster this run starts and its workers."""
     # Ray's own logs at error level only (set these variables to see more): the run reports its
     # progress and summary itself, and Ray Data's notes on actor restarts and progress bars would
     # read like faults to a user
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+    # nothing leaves the machine: Ray's usage statistics off for the clusters this run starts (its
+    # workers inherit the variable); set before ray is imported
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+
+
+def ray_batches(paths: list[str], job):
+    """Yield lists of records for ``paths`` computed on Ray (``job``: ``library.LibraryJob``)."""
+    if not paths:
+        return
+    _environment()
     try:
         import ray
     except ImportError:
@@ -94,6 +102,7 @@ def ray_batches(paths: list[str], job):
         if gpus and model.get("device", "auto") in ("auto", "cpu"):
             model["device"] = "cuda"
         cpus = 1 if gpus else max(int(res.get("CPU", 1)) // n, 1)
+        model.setdefault("text_threads", cpus)   # the text reader keeps to the actor's share of the CPUs
         # a block per batch, and at least one per actor, so that every actor gets work
         blocks = max(math.ceil(len(paths) / job.batch_size), min(n, len(paths)))
         ds = ray.data.from_items([{"image": p} for p in paths], override_num_blocks=blocks)

@@ -1,5 +1,5 @@
 """An HTML page for a person to review a library run (``captioner caption ... --html report.html``):
-every photo as a thumbnail with its alt text, caption, confidence and flags, the doubtful ones
+every photo as a thumbnail with its alt text, caption, kind, text read, confidence and flags, the doubtful ones
 first - failures, then photos unlike the training set, then by rising confidence - so a reviewer
 reads the risky ones while attention is fresh.
 
@@ -75,6 +75,7 @@ h1{font-size:1.4rem;margin:0 0 .3rem} .summary{margin:0 0 1rem;color:#555}
 .bar span{display:block;height:5px;border-radius:3px;background:#2e86c1}
 .flag{display:inline-block;font-size:.75rem;padding:.05rem .4rem;margin:0 .25rem .2rem 0;border-radius:10px;background:#fdebd0;color:#7e5109}
 .flag.error{background:#f5b7b1;color:#78281f}
+.read{white-space:pre-wrap;font-size:.8rem;max-height:12rem;overflow:auto;background:#f4f4f4;padding:.3rem}
 """
 
 
@@ -97,6 +98,16 @@ def _card(rec: dict, thumbs: Path, page: Path) -> str:
         parts.append(f'<div class="alt">{e(rec["alt_text"])}</div>')
     if rec.get("caption") and _plain(rec["caption"]) != _plain(rec.get("alt_text", "")):
         parts.append(f'<div class="cap">caption: {e(rec["caption"])}</div>')
+    if rec.get("kind"):
+        kind = rec["kind"] + (f' ({rec["chart_type"]})' if rec.get("chart_type") else "")
+        prob = f' {rec["kind_probability"]:.2f}' if rec.get("kind_probability") is not None else ""
+        parts.append(f'<div class="cap">kind: {e(kind)}{prob}</div>')
+    read = (rec.get("text") or {}).get("text")
+    if read or rec.get("long_description"):
+        parts.append(f'<details class="cap"><summary>text read</summary><pre class="read">'
+                     f'{e(rec.get("long_description") or read)}</pre></details>')
+    if rec.get("text_error"):
+        parts.append(f'<div class="cap">text not read: {e(rec["text_error"])}</div>')
     conf = rec.get("confidence")
     if conf is not None:
         parts.append(f'<div class="conf">confidence {conf:.2f}<div class="bar"><span style="width:{100 * conf:.0f}%">'

@@ -25,7 +25,8 @@ from pathlib import Path
 # the Parquet columns; nested values (tags, beams, metadata) are stored as JSON text
 COLUMNS = {"image": "string", "error": "string", "caption": "string", "alt_text": "string", "score": "float64",
            "in_domain": "bool", "confidence": "float64", "guided": "string", "domain_distance": "float64",
-           "tags": "json", "beams": "json", "metadata": "json"}
+           "tags": "json", "beams": "json", "metadata": "json", "kind": "string", "kind_probability": "float64",
+           "chart_type": "string", "text": "json", "long_description": "string", "text_error": "string"}
 
 
 def record(path, result) -> dict:
@@ -157,7 +158,7 @@ def _table(recs: list[dict]):
 
 
 # fields a caption record carries even when they are null (``Caption.to_dict``)
-_NULLABLE = ("in_domain", "confidence", "guided", "domain_distance")
+_NULLABLE = ("in_domain", "confidence", "guided", "domain_distance", "kind", "kind_probability", "chart_type", "text")
 
 
 def _rows(table) -> list[dict]:

@@ -1,6 +1,7 @@
 """HTTP API: ``captioner serve [--host H] [--port N]``.
 
-    POST /caption          multipart field ``image``            -> {"caption", "score", "beams"?, "seconds"}
+    POST /caption          multipart field ``image``            -> {"caption", "alt_text", "kind", "text", "long_description", ..., "seconds"}
+                           query: beam_size, n_best, read_text (auto|always|never), gender_neutral, max_chars
     POST /caption/batch    multipart fields ``images`` (1..32)  -> {"results": [{"filename", "caption" | "error"}]}
     GET  /health           -> {"status": "ok", ...}
     GET  /docs, /openapi.json
@@ -24,6 +25,7 @@ from fastapi.responses import JSONResponse
 
 from .api import Captioner
 from .images import ImageError, open_image
+from . import wording
 from .runtime import DEVICE_HELP
 
 MAX_BATCH = 32
@@ -86,13 +88,14 @@ class LimitUploadSize:
 
 
 def create_app(captioner: Captioner | None = None, model_path: str | None = None,
-               max_upload_bytes: int = 10 * 2**20, device: str = "cpu"):
+               max_upload_bytes: int = 10 * 2**20, device: str = "cpu", options: dict | None = None):
+    """``options``: the Captioner's defaults for text and wording (read_text, gender_neutral, max_chars)."""
     state = {"captioner": captioner}
     lock = threading.Lock()
 
     def get() -> Captioner:
         if state["captioner"] is None:  # loaded once, on first need (start-up loads it eagerly)
-            state["captioner"] = Captioner(model_path, device=device)
+            state["captioner"] = Captioner(model_path, device=device, **(options or {}))
         return state["captioner"]
 
     @asynccontextmanager
@@ -103,14 +106,17 @@ def create_app(captioner: Captioner | None = None, model_path: str | None = None
     app = FastAPI(title="captioner", version="0.1.0", lifespan=lifespan,
                   description="Describe photos in English sentences. Upload an image, get a caption.")
 
-    def _caption(data: bytes, name: str, beam_size: int, n_best: int):
+    def _caption(data: bytes, name: str, beam_size: int, n_best: int, opts: dict):
         if not data:
             raise ImageError(f"{name}: empty file")
         img = open_image(io.BytesIO(data), name)
         with lock:
             t0 = time.perf_counter()
-            cap = get().caption(img, beam_size=beam_size, n_best=n_best)
+            cap = get().caption(img, beam_size=beam_size, n_best=n_best, **opts)
         return {**cap.to_dict(), "seconds": round(time.perf_counter() - t0, 3)}
+
+    def _wording(read_text, gender_neutral, max_chars) -> dict:
+        return {"read_text": read_text, "gender_neutral": gender_neutral, "max_chars": max_chars}
 
     @app.get("/health")
     def health():
@@ -119,18 +125,28 @@ def create_app(captioner: Captioner | None = None, model_path: str | None = None
                 "decoder": c.model.cfg.decoder, "vocabulary": len(c.vocab), "backend": c.backend,
                 "precision": c.precision}
 
+    read_q = Query(None, pattern="^(auto|always|never)$",
+                   description="read the text in the image: auto (not for photos), always, never; default: the server's")
+    neutral_q = Query(None, description="gender-neutral wording; default: the server's")
+    chars_q = Query(None, ge=20, le=2000, description="longest alt text in characters; default: the server's (125)")
+
     @app.post("/caption")
     async def caption(image: UploadFile = File(..., description="the photo (JPEG, PNG, WebP, GIF, BMP, TIFF)"),
-                      beam_size: int = Query(3, ge=1, le=10), n_best: int = Query(1, ge=1, le=10)):
+                      beam_size: int = Query(3, ge=1, le=10), n_best: int = Query(1, ge=1, le=10),
+                      read_text: str | None = read_q, gender_neutral: bool | None = neutral_q,
+                      max_chars: int | None = chars_q):
         data = await image.read()
         try:
-            return await run_in_threadpool(_caption, data, image.filename or "image", beam_size, n_best)
+            return await run_in_threadpool(_caption, data, image.filename or "image", beam_size, n_best,
+                                           _wording(read_text, gender_neutral, max_chars))
         except ImageError as e:
             raise HTTPException(status_code=400, detail=str(e)) from None
 
     @app.post("/caption/batch")
     async def caption_batch(images: list[UploadFile] = File(..., description=f"1 to {MAX_BATCH} photos"),
-                            beam_size: int = Query(3, ge=1, le=10), n_best: int = Query(1, ge=1, le=10)):
+                            beam_size: int = Query(3, ge=1, le=10), n_best: int = Query(1, ge=1, le=10),
+                            read_text: str | None = read_q, gender_neutral: bool | None = neutral_q,
+                            max_chars: int | None = chars_q):
         if len(images) > MAX_BATCH:
             raise HTTPException(status_code=413, detail=f"at most {MAX_BATCH} images per batch")
         results = []
@@ -138,7 +154,8 @@ def create_app(captioner: Captioner | None = None, model_path: str | None = None
             name = up.filename or "image"
             try:
                 results.append({"filename": name, **await run_in_threadpool(
-                    _caption, await up.read(), name, beam_size, n_best)})
+                    _caption, await up.read(), name, beam_size, n_best,
+                    _wording(read_text, gender_neutral, max_chars))})
             except ImageError as e:
                 results.append({"filename": name, "error": str(e)})
         return {"results": results}
@@ -156,11 +173,14 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
     ap.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted request body, in MB")
     ap.add_argument("--device", default="auto", help=DEVICE_HELP)
+    wording.add_arguments(ap, per_request=True)
 
 
 def main(args) -> int:
     import uvicorn
 
-    asgi, _ = create_app(model_path=args.model, max_upload_bytes=int(args.max_upload_mb * 2**20), device=args.device)
+    options = {"read_text": args.read_text, "gender_neutral": args.gender_neutral, "max_chars": args.max_chars}
+    asgi, _ = create_app(model_path=args.model, max_upload_bytes=int(args.max_upload_mb * 2**20), device=args.device,
+                         options=options)
     uvicorn.run(asgi, host=args.host, port=args.port, log_level="info")
     return 0
