@@ -115,3 +115,14 @@ def test_jsonl_carries_knowledge_and_text_mode_prints_marked_alt_text(tmp_path):
     assert "[out of domain]" not in photo_line
     r = run("caption", str(photo), "--caption-only")
     assert r.stdout.strip() == rows[2]["caption"]
+
+
+def test_model_flag_takes_one_path_and_misread_arguments_are_named(tmp_path):
+    photo = str(sorted(SHARED.glob("originals/*.jpg"))[0]) if SHARED.is_dir() else None
+    r = run("caption", "--model", "photo.jpg", "cat.jpg")
+    assert r.returncode == 2 and "--model photo.jpg: read as a model file, but it is an image" in r.stderr
+    r = run("caption", str(DEFAULT_MODEL))
+    assert r.returncode == 2 and f"write --model {DEFAULT_MODEL}" in r.stderr
+    if photo:   # the photo after --model MODEL is a photo now, not a second model
+        r = run("caption", "--model", str(DEFAULT_MODEL), photo)
+        assert r.returncode == 0 and r.stdout.strip(), r.stderr

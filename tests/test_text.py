@@ -176,6 +176,21 @@ def test_missing_ocr_engine_gives_a_message_and_the_caption(cap, tmp_path, monke
     assert "pip install 'rapidocr==3.10.0'" in c.text_error
 
 
+def test_failing_ocr_engine_gives_a_message_and_the_caption(cap, tmp_path, monkeypatch):
+    from captioner.ocr import TextReader
+
+    def broken(image):
+        raise RuntimeError("onnxruntime: bad allocation")
+
+    reader = TextReader()
+    monkeypatch.setattr(reader, "engine", lambda: broken)
+    monkeypatch.setattr(cap, "reader", reader)
+    c = cap.caption(draw_page(tmp_path / "page.png"))
+    assert c.kind == "document" and c.text and c.image_text is None
+    assert c.text_error == "RapidOCR failed on this image (RuntimeError: onnxruntime: bad allocation)"
+    assert c.alt_text == "Document page."      # not "no readable text": it was not read
+
+
 def test_cli_without_ocr_engine_warns_and_captions(tmp_path):
     chart = draw_chart(tmp_path / "chart.png")
     shim = tmp_path / "shim"
@@ -219,8 +234,14 @@ def test_alt_text_per_kind():
     shot = ImageText([line("Acme", 0, 0, 60, 20), line("Sign in to Acme", 300, 100, 400, 40), line("Password", 300, 200, 100, 18)], 1280, 800)
     assert alttext.compose("", None, None, [], "screenshot", shot) == "Screenshot: Sign in to Acme. Acme Password"
     assert alttext.compose("", None, None, [], "screenshot", ImageText()) == "Screenshot with no readable text."
+    assert alttext.compose("", None, None, [], "screenshot", None) == "Screenshot."
     assert alttext.compose("a dog", False, 0.1, [], "drawing", None) == "Drawing."
+    from captioner.tags import Tag
+
+    assert alttext.compose("a dog", False, 0.1, [Tag("zebra", 0.95, None)], "drawing", None) == "Drawing that may show: zebra."
+
     sign = ImageText([line("PHARMACY", 10, 50, 120, 30)], 500, 400)
+    assert alttext.compose("a dog", False, 0.1, [Tag("zebra", 0.5, None)], "drawing", sign) == 'Drawing, with the text "PHARMACY".'
     assert alttext.compose("a man stands on the street", True, 0.8, [], "photo", sign) == \
         'A man stands on the street, with the text "PHARMACY".'
     assert alttext.compose("a man", False, 0.1, [], "photo", sign) == 'Image with the text "PHARMACY".'
@@ -395,3 +416,13 @@ def test_app_shows_kind_text_boxes_and_long_description(tmp_path, monkeypatch):
     assert any("Values read:" in t.value for t in at.text)
     at.selectbox(key="read_text").set_value("never").run()
     assert not at.exception and at.code[0].value == "Bar chart."
+
+
+def test_bundled_examples_of_each_kind_give_the_readme_alt_texts(cap):
+    ex = ROOT / "src" / "captioner" / "examples"
+    got = {p.stem: cap.caption(p) for p in sorted(ex.glob("*.png"))}
+    assert {k: c.kind for k, c in got.items()} == {"chart": "chart", "document": "document", "drawing": "drawing",
+                                                   "screenshot": "screenshot"}
+    readme = (ROOT / "README.md").read_text()
+    for name, c in got.items():   # the README shows each one's real output
+        assert f"src/captioner/examples/{name}.png\t{c.alt_text}" in readme, (name, c.alt_text)

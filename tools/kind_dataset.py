@@ -285,7 +285,7 @@ def screen_a(rng: random.Random) -> tuple[str, dict, tuple]:
         flds = rng.sample(FIELDS, 4)
         body = f"<h1>{_esc(heading)}</h1>" + "".join(
             f"<div class='row'><label>{_esc(f)}</label><input value='{_esc(rng.choice(PEOPLE))}'></div>" for f in flds) + \
-            f"<button>Save changes</button>"
+            "<button>Save changes</button>"
         drawn += [heading] + flds + ["Save changes"]
         sidebar = f"<ul class='side'>{nav}</ul>"
     elif layout == "dashboard":

@@ -30,6 +30,7 @@ def _caption(args) -> int:
     from .plots import plot_attention
     from .results import record
 
+    runtime.check_model_args(args.model, args.paths)
     paths = resolve_inputs(args.paths, args.from_list)
     if args.output or args.write_metadata or args.html or args.engine == "ray":
         return _caption_library(args, paths)
@@ -123,8 +124,7 @@ def main(argv=None) -> int:
                         "any case; hidden names skipped) or glob patterns")
     p.add_argument("--from-list", default=None, metavar="FILE",
                    help="also caption the paths in FILE, one a line (for lists too long for a shell)")
-    p.add_argument("--model", nargs="+", default=None,
-                   help="checkpoint (.safetensors); several caption as an ensemble; default: the shipped model")
+    runtime.add_model_argument(p)
     p.add_argument("--beam-size", type=int, default=3, help="beam size (1 = greedy)")
     p.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY, help="beam score = logP / length**this")
     p.add_argument("--n-best", type=int, default=1, help="also show this many top beams with their scores")

@@ -1,8 +1,8 @@
 """Ensembles: several trained checkpoints caption together, one beam search over the mean of
 their word log-probabilities (each model with its own encoder, grid and LSTM state).
 
-    captioner evaluate --model runs/a/best.safetensors runs/b/best.safetensors --split dev
-    captioner caption photo.jpg --model a.safetensors b.safetensors
+    captioner evaluate --model runs/a/best.safetensors --model runs/b/best.safetensors --split dev
+    captioner caption photo.jpg --model a.safetensors --model b.safetensors
 
 An ensemble costs one encoder and one decoder per member; the README measures what it buys.
 The members must share the vocabulary (they do when trained on the same split with the same

@@ -6,7 +6,7 @@ beam search), never through cached features, so a fine-tuned encoder is measured
     captioner evaluate --split test                      # the shipped model
     captioner evaluate --model runs/main/best.safetensors --split dev --beam-size 5
     captioner evaluate --split test --image-dir ../shared/flickr8k/originals   # full-size originals
-    captioner evaluate --model a.safetensors b.safetensors --split dev     # an ensemble of two
+    captioner evaluate --model a.safetensors --model b.safetensors --split dev     # an ensemble of two
     captioner evaluate --split test --gender-neutral      # neutral wording, references mapped the same way
 """
 from __future__ import annotations
@@ -79,8 +79,7 @@ def evaluate(captioner: Captioner, data: str, split: str = "test", beam_size: in
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--model", nargs="+", default=None,
-                    help="checkpoint (.safetensors); several caption as an ensemble; default: the shipped model")
+    runtime.add_model_argument(ap)
     ap.add_argument("--data", default="../shared/flickr8k",
                     help="dataset: a Flickr8k folder (Kaggle, original or Karpathy layout), a Karpathy JSON (COCO, Flickr30k), or a CSV / JSON-lines file of image,caption[,split]")
     ap.add_argument("--layout", default=None, choices=LAYOUTS, help="force a dataset layout")
@@ -99,6 +98,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
+    runtime.check_model_args(args.model)
     cap = Captioner(args.model, device=args.device, beam_size=args.beam_size, length_penalty=args.length_penalty,
                     backend=args.backend, precision=args.precision, no_repeat_ngram=args.no_repeat_ngram,
                         guidance=not args.no_guidance)

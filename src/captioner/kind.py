@@ -134,4 +134,5 @@ def save(path: Path, classifiers: dict[str, KindClassifier], info: dict) -> None
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, str(tmp),
               metadata={"kind": json.dumps(info)})
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)

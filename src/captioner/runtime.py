@@ -190,6 +190,27 @@ def export_onnx(encoder, path: Path, size: int) -> None:
             tmp.unlink()
 
 
+def add_model_argument(p) -> None:
+    """``--model``, one path per flag (repeated for an ensemble), so it never swallows the photos after it."""
+    p.add_argument("--model", action="append", default=None, metavar="MODEL",
+                   help="checkpoint (.safetensors); repeat the flag for an ensemble (--model a.safetensors "
+                        "--model b.safetensors); default: the shipped model")
+
+
+def check_model_args(models, paths=()) -> None:
+    """A photo given as a model, or a model given as a photo, is named with what it was read as."""
+    from .images import IMAGE_SUFFIXES
+
+    for m in models or []:
+        if Path(m).suffix.lower() in IMAGE_SUFFIXES:
+            raise ValueError(f"--model {m}: read as a model file, but it is an image; give one model per --model "
+                             "(repeat the flag for an ensemble) and the photos as plain arguments")
+    for p in paths:
+        if str(p).endswith(".safetensors"):
+            raise ValueError(f"{p}: read as a photo to caption, but it is a model file; to caption with it, "
+                             f"write --model {p}")
+
+
 def add_arguments(ap) -> None:
     """The inference flags every entry point shares."""
     from .decode import DEFAULT_NO_REPEAT_NGRAM
