@@ -203,3 +203,34 @@ def test_header_length_ending_in_0x80_is_still_a_checkpoint(tmp_path):
             break
     assert path.read_bytes()[:1] == b"\x80"
     checkpoint.load_model(path)
+
+
+def test_fused_adaptive_step_equals_the_plain_one_and_follows_the_weights():
+    torch.manual_seed(0)
+    model = tiny("adaptive").eval()
+    dec = model.decoder
+    with torch.no_grad():   # a trained-looking decoder: weights large enough to matter
+        for p in dec.parameters():
+            p.mul_(3.0)
+    feats = torch.randn(3, 49, model.cfg.feature_dim)
+    plain = generate(model, feats, beam_size=3, n_best=3)
+    state, memory = dec.init_state(feats)
+    rows = torch.arange(3).repeat_interleave(2)
+    state = tuple(s[rows] for s in state)
+    words = torch.randint(4, model.cfg.vocab_size, (6,))
+    ref = dec.step(words, state, memory)
+    dec.fuse_for_inference()
+    f_state, f_memory = dec.init_state(feats)
+    got = dec.step(words, tuple(s[rows] for s in f_state), f_memory)
+    for a, b in zip((ref[0], *ref[1], ref[2]), (got[0], *got[1], got[2])):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    fused = generate(model, feats, beam_size=3, n_best=3)
+    assert [[h.tokens for h in hs] for hs in fused] == [[h.tokens for h in hs] for hs in plain]
+    # weights changed (training): the fused tables are stale and no longer used
+    assert dec._fused_ready()
+    with torch.no_grad():
+        dec.out.weight.add_(0.1)
+    assert not dec._fused_ready()
+    dec.train()
+    dec.fuse_for_inference()
+    assert not dec._fused_ready()        # never in training mode

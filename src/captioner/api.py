@@ -118,9 +118,11 @@ class Captioner:
         self.encode_images = self.encoders[0]
         self.backend = self.encode_images.name
         self.precision = resolve_precision(precision, self.device)
-        if self.precision == "bf16":
-            for m in self.members:
+        for m in self.members:
+            if self.precision == "bf16":
                 bf16_matmuls(m.decoder)
+            elif hasattr(m.decoder, "fuse_for_inference"):   # exact rewrites of the fp32 step (model.py)
+                m.decoder.fuse_for_inference()
         self.decoding = self.model if len(self.members) == 1 else Ensemble(self.members)
         self.beam_size, self.length_penalty, self.no_repeat_ngram = beam_size, length_penalty, no_repeat_ngram
         self.paths = [Path(p) if p else checkpoint.DEFAULT_MODEL for p in paths]

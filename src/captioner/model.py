@@ -148,10 +148,66 @@ class AdaptiveDecoder(nn.Module):
     def init_state(self, feats: torch.Tensor):
         mean = feats.mean(1)
         v = self.drop(torch.relu(self.regions(feats)))                       # [B, L, H]
-        memory = (v, self.feat_att(v), self.drop(torch.relu(self.glob(mean))))
-        return (torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))), memory
+        vg = self.drop(torch.relu(self.glob(mean)))
+        state = (torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)))
+        if self._fused_ready():
+            t = self._fused
+            # the keys doubled once (tanh(u) = 2 sigmoid(2u) - 1) and the image's part of the LSTM
+            # and gate inputs computed once per image instead of once per word and beam
+            return state, (v, 2.0 * self.feat_att(v), torch.addmm(t["img_b"], vg, t["img_w"].t()))
+        return state, (v, self.feat_att(v), vg)
+
+    def fuse_for_inference(self) -> None:
+        """Precompute two exact rewrites of ``step()`` for fp32 inference (eval mode; issue 22):
+          * the LSTM's and the sentinel gate's input is [embedding(word), v_g]: its word part
+            becomes a lookup table (embedding x input weights, [V, 5H]) and its image part is computed
+            once per image (``init_state``);
+          * in the attention, tanh(u) = 2 sigmoid(2u) - 1 (fp32 tanh is several times slower than
+            sigmoid on CPUs): the 2 folds into the keys once per image, and the -1 and the output
+            bias shift every score of a softmax alike, so they drop out.
+        The tables follow the weights they were made from; any change to those weights (training)
+        switches the rewrite off until it is fused again."""
+        E = self.embed.embedding_dim
+        with torch.no_grad():
+            w_in = torch.cat([self.lstm.weight_ih, self.gate_x.weight], 0)          # [5H, 2E]
+            self._fused = {"word": self.embed.weight @ w_in[:, :E].t(),            # [V, 5H]
+                           "img_w": w_in[:, E:].contiguous(),                      # [5H, E]
+                           "img_b": torch.cat([self.lstm.bias_ih + self.lstm.bias_hh, self.gate_x.bias]),
+                           "att": 2.0 * self.att_out.weight.view(-1),              # [A]
+                           "versions": self._weight_versions()}
+
+    def _weight_versions(self):
+        return tuple(p._version for p in self.parameters())
+
+    def _fused_ready(self) -> bool:
+        f = getattr(self, "_fused", None)
+        return (f is not None and not self.training and isinstance(self.lstm, nn.LSTMCell)
+                and f["versions"] == self._weight_versions())
+
+    def _fused_step(self, words, state, memory):
+        v, keys2, img = memory                                 # [B, L, H], [B, L, A] doubled, [B, 5H]
+        t = self._fused
+        h0, c0 = state
+        N, H = h0.shape
+        B, L = keys2.shape[:2]
+        K = N // B
+        pre = (t["word"][words].view(B, K, -1) + img.unsqueeze(1)).view(N, -1)   # all input products but h's
+        gates = torch.addmm(pre[:, :4 * H], h0, self.lstm.weight_hh.t())
+        i, f, g, o = gates.chunk(4, 1)
+        c = torch.sigmoid(f) * c0 + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        s = torch.sigmoid(pre[:, 4 * H:] + self.gate_h(h0)) * torch.tanh(c)
+        q2 = 2.0 * self.hid_att(h)
+        e = torch.sigmoid(keys2.unsqueeze(1) + q2.view(B, K, 1, -1)).matmul(t["att"]).view(N, L)
+        e_s = torch.sigmoid(2.0 * self.sent_att(s) + q2).matmul(t["att"]).view(N, 1)
+        w = torch.cat([e, e_s], 1).softmax(1)
+        alpha, beta = w[:, :L], w[:, L:]
+        context = torch.bmm(alpha.view(B, K, L), v).view(N, -1) + beta * s
+        return self.out(context + h), (h, c), alpha
 
     def step(self, words, state, memory):
+        if self._fused_ready():
+            return self._fused_step(words, state, memory)
         v, keys, vg = memory                                   # [B, L, H], [B, L, A], [B, E]
         h0, c0 = state
         B, L = keys.shape[:2]
