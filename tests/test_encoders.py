@@ -104,3 +104,30 @@ def test_lite2_pip_weights_recognise_a_dog():
         top = net(x).argmax().item()
         assert torch.allclose(enc(x), net.forward_features(x), atol=1e-5)
     assert 151 <= top <= 268  # ImageNet's dog breeds
+
+
+def test_numpy_preprocessing_gives_the_torch_arrays_bit_for_bit():
+    """preprocess.to_array (numpy, the one preprocessing) against the torch code it replaced."""
+    import numpy as np
+    from PIL import Image
+
+    from captioner.encoders import Preprocess
+    from captioner.preprocess import to_array, to_pixels
+
+    def torch_way(image, size, mean, std):   # encoders.Preprocess before the numpy preprocessing
+        image = image.convert("RGB").resize((size, size), Image.BICUBIC) if image.size != (size, size) else image.convert("RGB")
+        x = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+        x = x.view(size, size, 3).permute(2, 0, 1).float().div_(255.0)
+        return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+    rng = np.random.default_rng(0)
+    pre = Preprocess()
+    for shape, mode in (((224, 224, 3), "RGB"), ((375, 500, 3), "RGB"), ((90, 60), "L"), ((300, 300, 4), "RGBA")):
+        im = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
+        want = torch_way(im, pre.size, pre.mean, pre.std)
+        got = pre(im)
+        assert got.dtype == torch.float32 and torch.equal(got, want)
+        assert np.array_equal(to_array(im), want.numpy())
+        back = to_pixels(to_array(im))
+        assert np.allclose(back, np.asarray(im.convert("RGB").resize((224, 224), Image.BICUBIC)
+                                            if im.size != (224, 224) else im.convert("RGB")).transpose(2, 0, 1) / 255, atol=1e-6)

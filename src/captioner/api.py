@@ -30,6 +30,7 @@ from .ensemble import Ensemble
 from .images import ImageError, open_image
 from .knowledge import Knowledge
 from .ocr import ImageText, TextReader, TextReaderError
+from .preprocess import to_pixels
 from .runtime import bf16_matmuls, make_encoder, resolve_device, resolve_precision
 from .tags import Tag
 
@@ -211,9 +212,7 @@ class Captioner:
 
     def _pixels(self, x: torch.Tensor) -> np.ndarray:
         """Preprocessed images back to [0, 1] pixels (for the colour statistics of ``kind.py``)."""
-        mean = torch.tensor(self.preprocess.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.preprocess.std).view(1, 3, 1, 1)
-        return (x.float().cpu() * std + mean).numpy()
+        return to_pixels(x.float().cpu().numpy(), self.preprocess.mean, self.preprocess.std)
 
     def _caption(self, hyps, side: int, neutral: bool = False) -> Caption:
         best = hyps[0]

@@ -25,17 +25,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, to_array
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """PIL image -> normalised float tensor [3, size, size].
-
-    The image is resized to a fixed square *without cropping*: the Flickr8k copies are
-    already squashed to 224x224, and a centre crop would cut away what the captions
-    describe.  A frozen dataclass so DataLoader workers can pickle it.
+    """PIL image -> normalised float tensor [3, size, size]: ``preprocess.to_array`` (the one
+    preprocessing, numpy) as a tensor.  A frozen dataclass so DataLoader workers can pickle it.
     """
 
     size: int = 224
@@ -43,15 +39,7 @@ class Preprocess:
     std: tuple = IMAGENET_STD
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        if image.size != (self.size, self.size):
-            image = image.resize((self.size, self.size), Image.BICUBIC)
-        x = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-        x = x.view(self.size, self.size, 3).permute(2, 0, 1).float().div_(255.0)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return (x - mean) / std
+        return torch.from_numpy(to_array(image, self.size, self.mean, self.std))
 
 
 class Encoder(nn.Module):

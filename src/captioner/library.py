@@ -1,7 +1,8 @@
 """Captioning a photo library: a resumable run that writes one record per photo to a results file
 (``results.py``), optionally the alt text into each photo's metadata (``metadata.py``) and an HTML
 report for a person to review (``report.py``); on this process (``engine="local"``) or spread over
-a Ray cluster (``engine="ray"``, ``ray_engine.py``).  The CLI's ``caption --output`` calls
+a Ray cluster (``engine="ray"``, ``ray_engine.py``), each worker of either labelling photos with one
+``labeller.Labeller``.  The CLI's ``caption --output`` calls
 ``caption_library``.
 
     captioner caption ~/Pictures --output pictures.jsonl --write-metadata sidecar --html review.html
@@ -11,9 +12,8 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from itertools import islice
 
-from .results import open_results, record
+from .results import open_results
 
 
 @dataclass
@@ -44,46 +44,6 @@ class Summary:
     failed: int = 0
     repaired: str = ""        # what opening the results file had to mend
     records: list = field(default_factory=list)   # this run's records when there is no results file
-
-
-class Labeller:
-    """A model and, when asked, an ExifTool process: paths -> records.  One per process (the local
-    run, or each Ray actor), loaded once."""
-
-    def __init__(self, model: dict, metadata: str | None = None, overwrite: bool = False):
-        from .api import Captioner
-        from .metadata import MetadataWriter
-
-        self.captioner = Captioner(**model)
-        self.writer = MetadataWriter(metadata, overwrite) if metadata else None
-
-    def label(self, results) -> list[dict]:
-        """(path, Caption or error message) pairs -> records, metadata written where asked."""
-        from .metadata import MetadataError
-
-        out = []
-        for path, res in results:
-            rec = record(path, res)
-            if self.writer is not None and "error" not in rec:
-                try:
-                    rec.update(self.writer.write(path, rec.get("alt_text") or rec["caption"],
-                                                 rec.get("long_description") or ""))
-                except MetadataError as e:
-                    rec["error"] = str(e)
-                except Exception as e:   # ExifTool itself failing must not end the run: retried later
-                    rec["error"] = f"{path}: metadata not written ({type(e).__name__}: {e}); left untouched"
-            out.append(rec)
-        return out
-
-    def __call__(self, paths: list[str], batch_size: int = 16, workers: int = 0):
-        """Yield lists of at most ``batch_size`` records, in input order."""
-        it = self.captioner.caption_paths(paths, batch_size, workers)
-        while chunk := list(islice(it, batch_size)):
-            yield self.label(chunk)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 def caption_library(job: LibraryJob) -> Summary:
@@ -135,6 +95,8 @@ def caption_library(job: LibraryJob) -> Summary:
 def _local_batches(paths: list[str], job: LibraryJob):
     if not paths:
         return
+    from .labeller import Labeller
+
     labeller = Labeller(job.model, job.metadata, job.overwrite_metadata)
     try:
         yield from labeller(paths, job.batch_size, min(job.workers, max(len(paths) - 1, 0)))

@@ -1,6 +1,6 @@
 """The Ray Data engine of a library run (``captioner caption ... --output F --engine ray``): the
 photos still to caption become a Ray Dataset; ``map_batches`` sends batches of paths to a pool of
-actors, each of which loads the model (and ExifTool) once (``library.Labeller``) and returns the
+actors, each of which loads the model (and ExifTool) once (``labeller.Labeller``) and returns the
 batches' records; the driver writes them to the results file as they arrive, so a run resumes as a
 local one does.  Optional: ``pip install -e ".[ray]"``.
 
@@ -26,7 +26,7 @@ class _Worker:
     def __init__(self, model: dict, metadata, overwrite: bool, cwd: str, threads: int):
         import torch
 
-        from .library import Labeller
+        from .labeller import Labeller
 
         if os.path.isdir(cwd):
             os.chdir(cwd)

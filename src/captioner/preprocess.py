@@ -1,0 +1,34 @@
+"""The one preprocessing: an image -> the float32 array [3, size, size] an encoder reads.  numpy and
+PIL only (no torch), so the ONNX Runtime path and the PyTorch path (``encoders.Preprocess``, which
+wraps this) read the same numbers.
+
+The image is resized to a fixed square *without cropping* (bicubic): the Flickr8k copies are already
+squashed to 224x224, and a centre crop would cut away what the captions describe; then scaled to
+[0, 1] and normalised by the ImageNet mean and standard deviation.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_array(image: Image.Image, size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """PIL image -> normalised float32 array [3, size, size]."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.BICUBIC)
+    x = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
+    m = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+    return (x - m) / s
+
+
+def to_pixels(x: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """Normalised arrays [..., 3, H, W] back to [0, 1] pixels (for ``kind.colour_features``)."""
+    m = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+    return np.asarray(x, dtype=np.float32) * s + m
