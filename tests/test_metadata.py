@@ -164,3 +164,45 @@ def test_command_line_embeds_alt_text_in_every_format_and_reports_failures(tmp_p
     assert "read-only" in recs["readonly.jpg"]["error"] and recs["truncated.jpg"]["error"]
     for n, data in untouched.items():
         assert (folder / n).read_bytes() == data
+
+
+def test_write_metadata_from_a_results_file_writes_only_what_changed(tmp_path):
+    """`captioner write-metadata RESULTS embed|sidecar`: no captioning; a rerun touches nothing; a
+    changed record is written again; a person's text is kept."""
+    photos = [photo(tmp_path / "lib", fmt) for fmt in ("jpg", "png")]
+    human = photo(tmp_path / "lib2", "jpg")
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Description=My grandmother's garden",
+                    str(human)], check=True)
+    results = tmp_path / "results.jsonl"
+    recs = [{"image": str(photos[0]), "caption": "a dog runs", "alt_text": "A dog runs.", "long_description": ""},
+            {"image": str(photos[1]), "caption": "a chart", "alt_text": "Bar chart: Sales.",
+             "long_description": "Bar chart: Sales.\nLabels: North, South."},
+            {"image": str(human), "caption": "a man", "alt_text": "A man."},
+            {"image": str(tmp_path / "gone.jpg"), "error": "gone.jpg: no such file"}]
+    results.write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "captioner", "write-metadata", str(results), *args],
+                              capture_output=True, text=True, timeout=300)
+
+    r = run("embed")
+    assert r.returncode == 0, r.stderr
+    assert "3 photos: 2 written, 1 kept existing description" in r.stderr
+    assert exif(photos[0], ALT)[ALT] == "A dog runs."
+    got = exif(photos[1], ALT, "XMP-iptcCore:ExtDescrAccessibility")
+    assert got[ALT] == "Bar chart: Sales." and got["XMP-iptcCore:ExtDescrAccessibility"] == "Bar chart: Sales. / Labels: North, South."
+    assert exif(human, DESC)[DESC] == "My grandmother's garden"
+    before = [p.stat().st_mtime_ns for p in photos]
+    r = run("embed")                       # nothing changed: nothing rewritten
+    assert r.returncode == 0 and "2 unchanged, 1 kept existing description" in r.stderr, r.stderr
+    assert [p.stat().st_mtime_ns for p in photos] == before
+    recs[0]["alt_text"] = "A brown dog runs."   # a changed record: only that photo is written
+    results.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    r = run("embed")
+    assert "1 written, 1 unchanged" in r.stderr and exif(photos[0], ALT)[ALT] == "A brown dog runs."
+    assert photos[1].stat().st_mtime_ns == before[1]
+    r = run("sidecar")
+    assert r.returncode == 0 and exif(photos[1].with_suffix(".xmp"), ALT)[ALT] == "Bar chart: Sales."
+    results.unlink()
+    r = run("embed")
+    assert r.returncode == 2 and "no such results file" in r.stderr and "Traceback" not in r.stderr

@@ -269,3 +269,38 @@ def test_flip_mirrors_the_photo_and_swaps_left_and_right(tiny_data, tmp_path):
         args0 = run_args(tiny_data, tmp_path / "r", tmp_path / "f.npy", flip=0.0, finetune_batch_size=4)
         x0, _ = next(iter(finetune_loader(ds, names, vocab, pre, args0, torch.Generator().manual_seed(0))))
         assert torch.equal(x, x0.flip(-1)) == flipped and torch.equal(x, x0) == (not flipped)
+
+
+@pytest.mark.parametrize("per_colour", [12, 8])
+def test_one_caption_per_image_trains_and_calibrates(tmp_path, per_colour):
+    """A library's own captions - one per photo - train to the end and calibrate ("acceptable" against a
+    single reference: confidence.SINGLE_REFERENCE_THRESHOLD), no ZeroDivisionError; with a single dev
+    photo (8 per colour) no confidence can be fitted and none is made up."""
+    import shutil
+
+    from captioner.api import Captioner
+    from captioner.confidence import SINGLE_REFERENCE_THRESHOLD, per_image_quality
+    from conftest import WORDS, make_dataset
+
+    model_q, human_q = per_image_quality([["a", "red", "square"], ["a", "blue", "sky"]],
+                                         [[["a", "red", "square"]], [["a", "green", "field"]]])
+    assert model_q[0] > SINGLE_REFERENCE_THRESHOLD > model_q[1] and (human_q == SINGLE_REFERENCE_THRESHOLD).all()
+    make_dataset(tmp_path / "tiny", n_per_colour=per_colour)
+    (tmp_path / "own" / "pics").mkdir(parents=True)
+    lines = ["image,caption"]
+    for p in sorted((tmp_path / "tiny" / "Images").glob("*.jpg")):
+        shutil.copy(p, tmp_path / "own" / "pics" / p.name)
+        lines.append(f"pics/{p.name},{WORDS[p.name.split('_')[0]]}")
+    data = tmp_path / "own" / "captions.csv"
+    data.write_text("\n".join(lines) + "\n")
+    args = run_args(data, tmp_path / "run", tmp_path / "f.safetensors", epochs=2, finetune_epochs=0)
+    args.calibrate = True
+    main(args)
+    _, info = checkpoint.load_knowledge(tmp_path / "run" / "best.safetensors")
+    assert 0 <= info["fitted_on"]["dev_acceptable"] <= 1
+    c = Captioner(tmp_path / "run" / "best.safetensors").caption(str(tmp_path / "own" / "pics" / "red_0.jpg"))
+    assert isinstance(c.in_domain, bool) and c.tags and c.alt_text
+    if info["fitted_on"]["dev_images"] >= 2 and 0 < info["fitted_on"]["dev_acceptable"] < 1:
+        assert info["calibrator"] is not None and 0 <= c.confidence <= 1
+    else:   # the domain check and tags are stored, no confidence is made up
+        assert info["calibrator"] is None and info["fitted_on"]["dev_ece"] is None and c.confidence is None

@@ -70,10 +70,10 @@ def compose(caption: str, in_domain: bool | None, confidence: float | None, tags
 
 
 def _photo(caption, in_domain, confidence, tags) -> str:
-    if in_domain is None or confidence is None:
+    if in_domain is None:
         return sentence(caption)
     if in_domain:
-        if confidence >= ALT_MIN_CONFIDENCE:
+        if confidence is None or confidence >= ALT_MIN_CONFIDENCE:
             return sentence(caption)
         return MAY_SHOW + caption.strip().rstrip(".") + "."
     shown = [t.name for t in tags[:MAX_TAGS] if t.prob >= TAG_MIN_PROB]

@@ -9,7 +9,9 @@ Steps, on the training and dev splits only (the test split never takes part):
   2. the out-of-domain bank from the training images' pooled features (``domain.py``);
   3. the out-of-domain threshold: at most 5 % of dev photos beyond it;
   4. the dev captions through the product's own path (guidance included), each scored for
-     acceptability (``confidence.py``), and the confidence calibrator fitted on them.
+     acceptability (``confidence.py``; an image with a single reference against a fixed threshold), and
+     the confidence calibrator fitted on them (skipped, with a warning, where it cannot be: fewer
+     than two dev captions, or all of one kind).
 About 3 minutes on 2 CPU cores for Flickr8k (7,000 images encoded, 1,000 captioned).
 """
 from __future__ import annotations
@@ -29,6 +31,9 @@ from .domain import DomainCheck
 from .encoders import imagenet_head
 from .knowledge import Knowledge
 from .tags import Tagger
+
+
+MIN_DEV_FOR_CONFIDENCE = 2   # dev captions needed to fit the confidence calibrator (of both kinds)
 
 
 def _pooled(cap: Captioner, paths, batch_size: int) -> torch.Tensor:
@@ -74,17 +79,24 @@ def calibrate(model_path, data: str, out=None, batch_size: int = 32, encoder_wei
     y = model_q >= human_q
     x = features([c.score for c in caps], [len(c.words) for c in caps], [c.domain_distance for c in caps],
                  [c.tags[0].prob for c in caps])
-    cal = Calibrator.fit(x, y)
+    if len(caps) < MIN_DEV_FOR_CONFIDENCE or bool(y.all()) or not bool(y.any()):
+        # too few dev captions, or all of one kind, to fit a probability: the file keeps the domain check
+        # and tags (the alt text still follows the out-of-domain flag) but gives no confidence
+        cal = None
+        log(f"warning: {len(caps)} dev captions, {int(y.sum())} of them acceptable: a confidence cannot be fitted "
+            f"(it needs at least {MIN_DEV_FOR_CONFIDENCE} and both kinds); the model gives none")
+    else:
+        cal = Calibrator.fit(x, y)
     cap.knowledge.calibrator = cal
-    p = cal(x)
     summary = {"threshold": threshold, "dev_acceptable": float(y.float().mean()),
-               "dev_ece": expected_calibration_error(p, y), "dev_guided": sum(c.guided is not None for c in caps),
-               "seconds": round(time.time() - t0, 1)}
+               "dev_ece": expected_calibration_error(cal(x), y) if cal else None,
+               "dev_guided": sum(c.guided is not None for c in caps), "seconds": round(time.time() - t0, 1)}
     tensors, info = cap.knowledge.to_file()
     info["fitted_on"] = {"data": str(data), "train_images": len(train), "dev_images": len(dev), **summary}
     checkpoint.save_knowledge(model_path, tensors, info, out)
+    ece = "none" if summary["dev_ece"] is None else f"{summary['dev_ece']:.4f}"
     log(f"wrote {out or model_path}: dev acceptable {summary['dev_acceptable']:.3f}, dev ECE "
-        f"{summary['dev_ece']:.4f}, guided {summary['dev_guided']}/{len(dev)} dev captions, {summary['seconds']} s")
+        f"{ece}, guided {summary['dev_guided']}/{len(dev)} dev captions, {summary['seconds']} s")
     return summary
 
 

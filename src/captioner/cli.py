@@ -97,6 +97,17 @@ def _caption_library(args, paths: list[str]) -> int:
     return 1 if summary.failed else 0
 
 
+def _write_metadata(args) -> int:
+    from .library import metadata_from_results
+
+    done = metadata_from_results(args.results, args.mode, args.overwrite_metadata)
+    for f in done["failures"]:
+        print(f"captioner: error: {f}", file=sys.stderr)
+    parts = [f"{done[k]} {k}" for k in ("written", "unchanged", "kept existing description", "failed") if done.get(k)]
+    print(f"captioner: {done['photos']} photos: " + (", ".join(parts) or "nothing to do"), file=sys.stderr)
+    return 1 if done["failed"] else 0
+
+
 def _app_arguments(p):
     p.add_argument("--port", type=int, default=8501, help="port to listen on")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
@@ -162,6 +173,17 @@ def main(argv=None) -> int:
     g.add_argument("--num-gpus-per-worker", type=float, default=0.0,
                    help="GPUs per Ray actor (e.g. 1, or 0.5 to share one GPU between two actors)")
     p.set_defaults(func=_caption)
+
+    p = sub.add_parser("write-metadata", help="write the alt text of a results file into the photos' metadata",
+                       description="Each captioned photo's alt text (and long description) from a results file "
+                                   "into an XMP sidecar or the photo itself, without captioning again; photos whose "
+                                   "metadata already says exactly that are not touched, so a rerun writes only what "
+                                   "changed. Exit status 1 if any photo failed.")
+    p.add_argument("results", help="a results file of a library run (.jsonl or .parquet)")
+    p.add_argument("mode", choices=["sidecar", "embed"], help="PHOTO.xmp beside each photo, or into the photo itself")
+    p.add_argument("--overwrite-metadata", action="store_true",
+                   help="replace a description a person wrote (kept by default)")
+    p.set_defaults(func=_write_metadata)
 
     p = sub.add_parser("train", help="train a model on Flickr8k", description=train.__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)

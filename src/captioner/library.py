@@ -104,6 +104,37 @@ def _local_batches(paths: list[str], job: LibraryJob):
         labeller.close()
 
 
+def metadata_from_results(results: str, mode: str, overwrite: bool = False, progress: bool | None = None) -> dict:
+    """``captioner write-metadata RESULTS sidecar|embed``: each captioned photo's alt text (and long
+    description) from a results file into its metadata, without captioning again; a photo whose
+    metadata already says exactly that is not touched, so a rerun writes only what changed.
+    -> counts by status, and the failures (path: why)."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from .metadata import MetadataError, MetadataWriter, check
+
+    check(mode)
+    if not Path(results).exists():
+        raise ValueError(f"{results}: no such results file")
+    with open_results(results) as store:
+        recs = [r for r in store.records() if "error" not in r]
+    counts = {"written": 0, "unchanged": 0, "kept existing description": 0, "failed": 0}
+    failures = []
+    show = sys.stderr.isatty() if progress is None else progress
+    with MetadataWriter(mode, overwrite) as writer:
+        for r in tqdm(recs, unit="photo", disable=not show, file=sys.stderr):
+            try:
+                status = writer.write(r["image"], r.get("alt_text") or r["caption"],
+                                      r.get("long_description") or "")["metadata"]["status"]
+            except MetadataError as e:
+                status = "failed"
+                failures.append(str(e))
+            counts[status] = counts.get(status, 0) + 1
+    return {"photos": len(recs), **counts, "failures": failures}
+
+
 def describe(summary: Summary, output: str | None) -> str:
     """One line for the terminal."""
     where = f" in {output}" if output else ""

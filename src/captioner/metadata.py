@@ -145,6 +145,9 @@ class MetadataWriter:
             new[EXT_DESC] = long_description
         if self.mode == "embed":
             new[EXIF_DESC] = text
+        if all(str(old.get(k)) == v for k, v in new.items()) and (long_description or EXT_DESC not in old):
+            # already says exactly this (a rerun): the file is not touched
+            return {"metadata": {self.mode: str(target), "status": "unchanged"}}
         tmp = target.with_name(f".{target.stem}.captioner-tmp{os.getpid()}{target.suffix}")
         try:
             if target.exists():
