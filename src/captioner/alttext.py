@@ -56,10 +56,11 @@ def shorten(text: str, limit: int = MAX_CHARS) -> str:
 
 def compose(caption: str, in_domain: bool | None, confidence: float | None, tags: list, kind: str | None = None,
             text=None, chart_type: str | None = None, limit: int = MAX_CHARS) -> str:
-    """``tags``: ``tags.Tag`` objects, most probable first.  ``in_domain``/``confidence`` None
-    (a model file without calibration): the caption as it is.  ``kind``: ``kind.KINDS`` (None: a
-    photo); ``text``: ``ocr.ImageText`` read in the image, or None."""
-    lines = [l for l in (text.lines if text else [])]
+    """``tags``: ``tags.Tag`` objects, most probable first.  ``in_domain`` None (a model file without
+    calibration): the caption as it is; ``confidence`` None (none could be fitted): in domain the
+    caption, out of domain as usual.  ``kind``: ``kind.KINDS`` (None: a photo); ``text``:
+    ``ocr.ImageText`` read in the image, or None (not read)."""
+    lines = list(text.lines) if text else []
     if kind in ("screenshot", "document", "chart", "drawing"):
         return shorten(_non_photo(kind, lines, text, tags, chart_type), limit)
     base = _photo(caption, in_domain, confidence, tags)
