@@ -115,7 +115,9 @@ class Captioner:
             if (m.preprocess.mean, m.preprocess.std) != (self.preprocess.mean, self.preprocess.std):
                 raise ValueError(f"{p}: its input normalisation differs from {paths[0] or 'the shipped model'}'s")
         # back-end and precision chosen once, here (runtime.py); the model code follows x.device/dtype
-        self.encoders = [make_encoder(m.encoder, backend, self.device) for m in self.members]
+        # the encoders' weight digests, hashed once: they name the ONNX export and pick the kind classifier
+        digests = [checkpoint.weights_digest(m.encoder) for m in self.members]
+        self.encoders = [make_encoder(m.encoder, backend, self.device, d) for m, d in zip(self.members, digests)]
         self.encode_images = self.encoders[0]
         self.backend = self.encode_images.name
         self.precision = resolve_precision(precision, self.device)
@@ -133,7 +135,7 @@ class Captioner:
         self.knowledge = Knowledge.from_file(*stored, self.vocab) if stored else None
         self.guidance = guidance      # guided captions where the knowledge allows them (knowledge.py)
         # what kind of image: the full classifier for the encoder it was fitted on, else colour-only
-        loaded_kind = kinds.load(checkpoint.weights_digest(self.model.encoder)) if knowledge else None
+        loaded_kind = kinds.load(digests[0]) if knowledge else None
         self.kinds, self.kind_info = loaded_kind if loaded_kind else (None, None)
         self.read_text, self.gender_neutral, self.max_chars = _read_mode(read_text), gender_neutral, _limit(max_chars)
         self.reader = TextReader(text_threads)   # the OCR engine loads on the first image it reads

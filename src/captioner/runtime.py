@@ -149,13 +149,14 @@ class OnnxEncoder:
 
     name = "onnx"
 
-    def __init__(self, encoder, threads: int | None = None, cache: Path | None = None):
+    def __init__(self, encoder, threads: int | None = None, cache: Path | None = None, digest: str | None = None):
         import onnxruntime as ort
 
         from .checkpoint import weights_digest
 
         size = encoder.preprocess.size
-        path = (cache or cache_dir() / "onnx") / f"{encoder.name}_{size}_{weights_digest(encoder)}.onnx"
+        digest = digest or weights_digest(encoder)   # the caller's, where it already has it (hashing costs ~0.1 s)
+        path = (cache or cache_dir() / "onnx") / f"{encoder.name}_{size}_{digest}.onnx"
         if not path.is_file():
             export_onnx(encoder, path, size)
         opts = ort.SessionOptions()
@@ -226,7 +227,7 @@ def add_arguments(ap) -> None:
                     help="never guide a caption with an ImageNet tag's word (constrained beam search)")
 
 
-def make_encoder(encoder, backend: str = "auto", device: torch.device = torch.device("cpu")):
+def make_encoder(encoder, backend: str = "auto", device: torch.device = torch.device("cpu"), digest: str | None = None):
     """-> a callable images -> grid for the chosen back-end. ``auto`` falls back to PyTorch,
     with a warning, if the ONNX export or session fails."""
     if backend not in BACKENDS:
@@ -235,7 +236,7 @@ def make_encoder(encoder, backend: str = "auto", device: torch.device = torch.de
         raise ValueError(f"backend 'onnx' runs on the CPU only, not on {device}")
     if backend == "onnx" or (backend == "auto" and device.type == "cpu" and onnxruntime_available()):
         try:
-            return OnnxEncoder(encoder)
+            return OnnxEncoder(encoder, digest=digest)
         except Exception as e:
             if backend == "onnx":
                 raise
