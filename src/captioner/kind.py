@@ -81,7 +81,11 @@ class KindClassifier:
         return np.concatenate([pooled, colour], 1) if self.uses_pooled else colour
 
     def probs(self, pooled: np.ndarray | None, colour: np.ndarray) -> np.ndarray:
-        z = (self.features(pooled, colour) - self.mean) / self.std
+        return self.probs_of(self.features(pooled, colour))
+
+    def probs_of(self, features: np.ndarray) -> np.ndarray:
+        """Features as ``features()`` lays them out -> class probabilities [B, len(classes)]."""
+        z = (features - self.mean) / self.std
         logits = z @ self.weight.T + self.bias
         logits -= logits.max(1, keepdims=True)
         p = np.exp(logits)

@@ -56,9 +56,7 @@ def class_weights(y: np.ndarray) -> np.ndarray:
 
 
 def kind_accuracy(clf: kinds.KindClassifier, x: np.ndarray, truth: list[str]) -> float:
-    z = (x - clf.mean) / clf.std
-    p = np.exp(z @ clf.weight.T + clf.bias - (z @ clf.weight.T + clf.bias).max(1, keepdims=True))
-    got = [d.name for d in clf.decide(p / p.sum(1, keepdims=True))]
+    got = [d.name for d in clf.decide(clf.probs_of(x))]
     return float(np.mean([g == t for g, t in zip(got, truth)]))
 
 

@@ -29,12 +29,9 @@ class Labeller:
             rec = record(path, res)
             if self.writer is not None and "error" not in rec:
                 try:
-                    rec.update(self.writer.write(path, rec.get("alt_text") or rec["caption"],
-                                                 rec.get("long_description") or ""))
-                except MetadataError as e:
+                    rec.update(self.writer.write_record(rec))
+                except MetadataError as e:   # the photo's error record: retried with --retry-errors
                     rec["error"] = str(e)
-                except Exception as e:   # ExifTool itself failing must not end the run: retried later
-                    rec["error"] = f"{path}: metadata not written ({type(e).__name__}: {e}); left untouched"
             out.append(rec)
         return out
 

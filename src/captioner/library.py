@@ -126,8 +126,7 @@ def metadata_from_results(results: str, mode: str, overwrite: bool = False, prog
     with MetadataWriter(mode, overwrite) as writer:
         for r in tqdm(recs, unit="photo", disable=not show, file=sys.stderr):
             try:
-                status = writer.write(r["image"], r.get("alt_text") or r["caption"],
-                                      r.get("long_description") or "")["metadata"]["status"]
+                status = writer.write_record(r)["metadata"]["status"]
             except MetadataError as e:
                 status = "failed"
                 failures.append(str(e))

@@ -168,6 +168,17 @@ class MetadataWriter:
                 tmp.unlink()
         return {"metadata": {self.mode: str(target), "status": "written"}}
 
+    def write_record(self, rec: dict) -> dict:
+        """A captioned record (``results.record``) -> what ``write`` did with its alt text and long
+        description.  Any failure, ExifTool's own included, is a MetadataError naming the photo, so a
+        run records it and goes on (a later run retries it)."""
+        try:
+            return self.write(rec["image"], rec.get("alt_text") or rec["caption"], rec.get("long_description") or "")
+        except MetadataError:
+            raise
+        except Exception as e:
+            raise MetadataError(f"{rec['image']}: metadata not written ({type(e).__name__}: {e}); left untouched") from None
+
     def _set(self, path: Path, tags: dict, target: Path) -> None:
         import exiftool.exceptions
 

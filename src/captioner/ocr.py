@@ -24,13 +24,11 @@ What is kept of the engine's output (``filter_lines``):
 """
 from __future__ import annotations
 
-import os
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")   # before onnxruntime is first imported (see __init__)
 
 ENGINE = "rapidocr==3.10.0"
 MODEL_FILES = {"Det.model_path": "PP-OCRv6_det_small.onnx", "Rec.model_path": "PP-OCRv6_rec_small.onnx",
