@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from captioner import Captioner
-from captioner.decode import generate
+from captioner.search import generate
 from captioner.images import open_image
-from captioner.model import DECODERS, CaptionModel, ModelConfig
+from captioner.training.model import DECODERS, CaptionModel, ModelConfig
 
 
 def main():

@@ -40,8 +40,8 @@ def make_cache(path: Path, real: torch.Tensor, n: int) -> None:
 
 
 def run_one(path: str, mode: str, batches: int, vocab_size: int) -> dict:
-    from captioner.features import FeatureStore
-    from captioner.model import CaptionModel, ModelConfig
+    from captioner.training.features import FeatureStore
+    from captioner.training.model import CaptionModel, ModelConfig
 
     torch.manual_seed(0)
     store = FeatureStore(path)
@@ -77,9 +77,9 @@ def main() -> None:
         print(json.dumps(run_one(args.one[0], args.one[1], int(args.one[2]), int(args.one[3]))))
         return
 
-    from captioner.data import load_dataset
-    from captioner.encoders import build_encoder
-    from captioner.features import extract_features
+    from captioner.training.data import load_dataset
+    from captioner.training.encoders import build_encoder
+    from captioner.training.features import extract_features
 
     ds = load_dataset(args.data)
     enc = build_encoder()

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from captioner import Captioner
-from captioner.decode import DEFAULT_LENGTH_PENALTY, generate
+from captioner.search import DEFAULT_LENGTH_PENALTY, generate
 from captioner.images import open_image
 
 

@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 
 from captioner.api import Captioner
-from captioner.confidence import expected_calibration_error, per_image_quality, reliability, risk_coverage
-from captioner.data import load_dataset, tokenize
-from captioner.decode import generate
+from captioner.knowledge.confidence import expected_calibration_error, reliability, risk_coverage
+from captioner.training.calibrate import per_image_quality
+from captioner.training.data import load_dataset, tokenize
+from captioner.search import generate
 from captioner.images import open_image
-from captioner.metrics import CiderD, score_all
+from captioner.training.metrics import CiderD, score_all
 
 PERSON = {"man", "men", "woman", "women", "boy", "boys", "girl", "girls", "person", "people", "child",
           "children", "kid", "kids", "lady", "guy", "player", "players", "baby", "crowd", "skier", "biker"}
@@ -243,7 +244,7 @@ def main() -> None:
     cap = Captioner(args.model)
     plain = Captioner(args.model, guidance=False, backend=cap.backend, precision=cap.precision)
     if cap.knowledge is None:
-        raise SystemExit(f"{cap.path}: not calibrated (python -m captioner.calibrate)")
+        raise SystemExit(f"{cap.path}: not calibrated (python -m captioner.training.calibrate)")
     kn = cap.knowledge
     ds = load_dataset(args.data)
     test = ds.images("test")

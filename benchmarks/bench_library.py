@@ -64,9 +64,9 @@ def per_photo_costs(photos: list[Path], work: Path) -> dict:
     import torch
 
     from captioner.api import _Files
-    from captioner.checkpoint import load_model
-    from captioner.metadata import MetadataWriter
-    from captioner.results import open_results
+    from captioner.training.checkpoint import load_model
+    from captioner.library.metadata import MetadataWriter
+    from captioner.library.results import open_results
 
     torch.set_num_threads(1)
     model, _, _ = load_model(None)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from captioner.api import Captioner
-from captioner.decode import generate
+from captioner.search import generate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "flickr8k"
 

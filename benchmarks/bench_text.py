@@ -38,7 +38,7 @@ def norm_words(text: str) -> list[str]:
 
 
 def heldout(folder: Path) -> dict:
-    from captioner import kind as kinds
+    from captioner.knowledge import kind as kinds
     from captioner.api import Captioner
 
     recs = [json.loads(l) for l in (folder / "manifest.jsonl").read_text().splitlines() if l.strip()]
@@ -183,7 +183,7 @@ def speed(before: str, limit: int, repeats: int) -> dict:
         v["ratio_to_before"] = v["images_per_s"] / base
         print(f"| {k} | {v['images_per_s']:.1f} | {v['ratio_to_before']:.3f} | {v['peak_rss_mb']:.0f} MB |")
     # the kind decision alone, on a batch of 16 (colour statistics + the classifier)
-    from captioner import kind as kinds
+    from captioner.knowledge import kind as kinds
     from captioner.api import Captioner
 
     cap = Captioner(read_text="never")

@@ -14,10 +14,10 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from captioner.data import load_dataset
-from captioner.features import extract_features
-from captioner.model import CaptionModel, ModelConfig
-from captioner.stages import encode_split, finetune_loader, length_bucketed_batches, pad
+from captioner.training.data import load_dataset
+from captioner.training.features import extract_features
+from captioner.training.model import CaptionModel, ModelConfig
+from captioner.training.stages import encode_split, finetune_loader, length_bucketed_batches, pad
 from captioner.vocab import Vocab
 
 from bench_inference import peak_rss_mb  # the script's own folder is on sys.path
@@ -31,7 +31,7 @@ def main():
     ap.add_argument("--finetune-batches", type=int, default=6, help="fine-tuning batches timed")
     ap.add_argument("--workers", type=int, default=1, help="image decoding workers")
     args = ap.parse_args()
-    from captioner.data import tokenize
+    from captioner.training.data import tokenize
 
     ds = load_dataset(args.data)
     names = ds.images("train")

@@ -17,7 +17,7 @@ from collections import defaultdict
 import numpy as np
 
 import captioner
-from captioner.data import load_dataset
+from captioner.training.data import load_dataset
 
 
 def main():

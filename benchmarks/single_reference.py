@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from captioner.api import Captioner
-from captioner.confidence import per_image_quality
-from captioner.data import load_dataset
-from captioner.metrics import CiderD
+from captioner.training.calibrate import per_image_quality
+from captioner.training.data import load_dataset
+from captioner.training.metrics import CiderD
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from captioner.checkpoint import DEFAULT_MODEL
+from captioner.training.checkpoint import DEFAULT_MODEL
 from conftest import ROOT, SHARED, needs_shared
 
 pytestmark = [needs_shared, pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model")]
-APP = ROOT / "src" / "captioner" / "app.py"
+APP = ROOT / "src" / "captioner" / "serve" / "app.py"
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from captioner.checkpoint import DEFAULT_MODEL
+from captioner.training.checkpoint import DEFAULT_MODEL
 from conftest import SHARED, needs_shared
 
 pytestmark = [needs_shared, pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model")]

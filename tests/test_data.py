@@ -1,6 +1,6 @@
 import pytest
 
-from captioner.data import load_dataset, tokenize
+from captioner.training.data import load_dataset, tokenize
 from conftest import SHARED, needs_shared
 
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from captioner import checkpoint
-from captioner.distributed import resolve_device, resolve_train_precision
+from captioner.training import checkpoint
+from captioner.training.distributed import resolve_device, resolve_train_precision
 
 TINY = ["--image-size", "64", "--embed-dim", "16", "--hidden-dim", "32", "--attention-dim", "16",
         "--batch-size", "8", "--finetune-batch-size", "6", "--workers", "0", "--min-count", "1", "--max-len", "10",

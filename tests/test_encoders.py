@@ -2,7 +2,7 @@ import pytest
 import torch
 from PIL import Image
 
-from captioner.encoders import Preprocess, build_encoder, find_torchvision_weights
+from captioner.training.encoders import Preprocess, build_encoder, find_torchvision_weights
 from conftest import SHARED, needs_shared
 
 
@@ -95,7 +95,7 @@ def test_lite2_pip_weights_recognise_a_dog():
     """The lukemelas -> timm key mapping is right if ImageNet classes come out right."""
     import timm
 
-    from captioner.encoders import _lite2_weights, lite2_state_dict_to_timm
+    from captioner.training.encoders import _lite2_weights, lite2_state_dict_to_timm
     net = timm.create_model("tf_efficientnet_lite2", pretrained=False).eval()
     net.load_state_dict(lite2_state_dict_to_timm(_lite2_weights(), net.state_dict()))
     enc = build_encoder()
@@ -111,7 +111,7 @@ def test_numpy_preprocessing_gives_the_torch_arrays_bit_for_bit():
     import numpy as np
     from PIL import Image
 
-    from captioner.encoders import Preprocess
+    from captioner.training.encoders import Preprocess
     from captioner.preprocess import to_array, to_pixels
 
     def torch_way(image, size, mean, std):   # encoders.Preprocess before the numpy preprocessing

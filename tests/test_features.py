@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from captioner.encoders import build_encoder
-from captioner.features import Rows, extract_features, load_features, write_features
+from captioner.training.encoders import build_encoder
+from captioner.training.features import Rows, extract_features, load_features, write_features
 
 
 def test_written_cache_reads_back_any_rows(tiny_data, tmp_path):

@@ -10,8 +10,8 @@ import sys
 import pytest
 from PIL import Image
 
-from captioner.checkpoint import DEFAULT_MODEL
-from captioner.metadata import MetadataError, MetadataWriter, _pixels
+from captioner.training.checkpoint import DEFAULT_MODEL
+from captioner.library.metadata import MetadataError, MetadataWriter, _pixels
 from conftest import SHARED, needs_shared
 
 pytestmark = pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed")

@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from captioner.data import load_dataset, tokenize
-from captioner.metrics import bleu, cider_d, rouge_l, score_all
+from captioner.training.data import load_dataset, tokenize
+from captioner.training.metrics import bleu, cider_d, rouge_l, score_all
 from conftest import SHARED, needs_shared
 
 coco = pytest.importorskip("pycocoevalcap")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from captioner.checkpoint import DEFAULT_MODEL
-from captioner.report import doubt, write_report
+from captioner.training.checkpoint import DEFAULT_MODEL
+from captioner.library.report import doubt, write_report
 from conftest import SHARED, needs_shared
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,52 +1,63 @@
-"""Inference back-ends (runtime.py) and decoding constraints: each fast path gives the same
+"""Inference back-ends (runtime.py, backends/) and decoding constraints: each fast path gives the same
 captions as the plain PyTorch fp32 path, within the precision it trades."""
 import copy
 
 import pytest
 import torch
 
-from captioner.decode import block_repeats, generate
-from captioner.encoders import build_encoder
-from captioner.model import CaptionModel, ModelConfig
-from captioner.runtime import (Bf16LSTMCell, OnnxEncoder, TorchEncoder, bf16_matmuls, make_encoder,
-                               onnxruntime_available, resolve_precision)
+from captioner.search import block_repeats, generate
+from captioner.training.encoders import build_encoder
+from captioner.training.model import CaptionModel, ModelConfig
+from captioner.backends.torch import Bf16LSTMCell, bf16_matmuls, resolve_precision
 from test_model import VOCAB
 
-needs_ort = pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime is not installed")
 
 
-@needs_ort
 @pytest.mark.parametrize("name", ["efficientnet_lite2", "resnet50"])
-def test_onnx_encoder_matches_pytorch_and_is_cached(name, tmp_path):
+def test_a_training_checkpoint_is_exported_on_first_load_and_cached(name, tmp_path, monkeypatch):
+    """A checkpoint straight from ``captioner train`` has no ONNX graphs: they are made once (torch is
+    here), cached under the file's digest, reused, and made again for a changed checkpoint."""
+    from captioner.backends.onnx import OnnxModel
+    from captioner.training import checkpoint
+    from captioner.vocab import SPECIALS, Vocab
+
+    monkeypatch.setenv("CAPTIONER_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)
-    enc = build_encoder(name, pretrained=False, image_size=64)
+    vocab = Vocab([*SPECIALS, *[f"w{i}" for i in range(20)]])
+    cfg = ModelConfig(vocab_size=len(vocab), encoder=name, feature_dim=1280 if name == "efficientnet_lite2" else 2048,
+                      image_size=64, embed_dim=16, hidden_dim=24, attention_dim=20, max_len=6)
+    model = CaptionModel(cfg, pretrained_encoder=False).eval()
+    path = tmp_path / "best.safetensors"
+    checkpoint.save_model(path, model, vocab, include_encoder=True)
     x = torch.randn(3, 3, 64, 64)
-    onnx = OnnxEncoder(enc, cache=tmp_path)
-    ref = TorchEncoder(copy.deepcopy(enc))(x)
-    got = onnx(x)
-    assert got.shape == ref.shape
-    assert torch.allclose(got, ref, atol=1e-4, rtol=1e-3), (got - ref).abs().max()
-    assert torch.allclose(onnx(x[:1]), ref[:1], atol=1e-4, rtol=1e-3)    # any batch size
-    files = list(tmp_path.glob("*.onnx"))
-    assert len(files) == 1 and name in files[0].name
-    stamp = files[0].stat().st_mtime_ns
-    OnnxEncoder(enc, cache=tmp_path)                                     # same weights: reused
-    assert files[0].stat().st_mtime_ns == stamp
+    got = OnnxModel(path).encode(x.numpy())
+    with torch.inference_mode():
+        ref = model.encoder(x).numpy()
+    assert got.shape == ref.shape and abs(got - ref).max() < 1e-3
+    specs = list((tmp_path / "cache" / "onnx").glob("*/spec.json"))
+    assert len(specs) == 1
+    stamp = specs[0].stat().st_mtime_ns
+    OnnxModel(path)                                                     # same file: reused
+    assert specs[0].stat().st_mtime_ns == stamp
     with torch.no_grad():
-        next(enc.trunk.stages[-1].parameters()).mul_(2)                    # new weights: a new file
-    OnnxEncoder(enc, cache=tmp_path)
-    assert len(list(tmp_path.glob("*.onnx"))) == 2
+        next(model.decoder.parameters()).mul_(2)                        # new weights: a new export
+    checkpoint.save_model(path, model, vocab, include_encoder=True)
+    OnnxModel(path)
+    assert len(list((tmp_path / "cache" / "onnx").glob("*/spec.json"))) == 2
 
 
 def test_backend_and_precision_choices_are_checked():
-    enc = build_encoder("efficientnet_lite2", pretrained=False, image_size=64)
+    from captioner.runtime import choose_backend
+
     with pytest.raises(ValueError, match="backend 'tensorrt'"):
-        make_encoder(enc, "tensorrt")
-    with pytest.raises(ValueError, match="onnx.*CPU only"):
-        make_encoder(enc, "onnx", torch.device("cuda"))
-    assert isinstance(make_encoder(enc, "torch"), TorchEncoder)
+        choose_backend("tensorrt")
     with pytest.raises(ValueError, match="precision 'fp8'"):
-        resolve_precision("fp8", torch.device("cpu"))
+        choose_backend("auto", "cpu", "fp8")
+    with pytest.raises(ValueError, match="bf16 runs on the torch back-end"):
+        choose_backend("onnx", "cpu", "bf16")
+    assert choose_backend("auto", "cpu", "auto") == "onnx"
+    assert choose_backend("auto", "auto", "bf16") == "torch"
+    assert choose_backend("auto", "mps", "auto") == "torch"
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("cuda")) == "fp32"
 
@@ -74,15 +85,19 @@ def test_bf16_matmuls_keep_the_decoder_close_to_fp32():
     assert len(hyps) == 4 and all(len(h) == 3 and h[0].score >= h[2].score for h in hyps)
 
 
-def test_block_repeats_bans_only_the_word_that_repeats_an_ngram():
-    tokens = torch.tensor([[[5, 6, 7, 5, 6], [5, 6, 7, 8, 9]]])
-    logp = torch.zeros(1, 2, 10)
+@pytest.mark.parametrize("xp", ["torch", "numpy"])
+def test_block_repeats_bans_only_the_word_that_repeats_an_ngram(xp):
+    import numpy as np
+
+    lib = torch if xp == "torch" else np
+    tokens = lib.asarray([[[5, 6, 7, 5, 6], [5, 6, 7, 8, 9]]])
+    logp = lib.zeros((1, 2, 10))
     block_repeats(logp, tokens, 3)
-    assert logp[0, 0, 7] == float("-inf") and torch.isfinite(logp[0, 0, :7]).all()   # "5 6 7" again
-    assert torch.isfinite(logp[0, 1]).all()
-    logp = torch.zeros(1, 2, 10)
+    assert logp[0, 0, 7] == float("-inf") and bool(lib.isfinite(logp[0, 0, :7]).all())   # "5 6 7" again
+    assert bool(lib.isfinite(logp[0, 1]).all())
+    logp = lib.zeros((1, 2, 10))
     block_repeats(logp, tokens, 2)
-    assert logp[0, 0, 7] == float("-inf") and torch.isfinite(logp[0, 1]).all()
+    assert logp[0, 0, 7] == float("-inf") and bool(lib.isfinite(logp[0, 1]).all())
 
 
 def test_generated_captions_never_repeat_a_bigram_when_asked():

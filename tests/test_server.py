@@ -12,7 +12,7 @@ import uuid
 import pytest
 from PIL import Image
 
-from captioner.checkpoint import DEFAULT_MODEL
+from captioner.training.checkpoint import DEFAULT_MODEL
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model")
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from captioner import alttext, wording
-from captioner.ocr import ImageText, TextLine, filter_lines, latin, reading_order
+from captioner import wording
+from captioner.knowledge import alttext
+from captioner.knowledge.ocr import ImageText, TextLine, filter_lines, latin, reading_order
 from conftest import SHARED, needs_shared
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -166,7 +167,7 @@ def test_read_text_never_and_max_chars(cap, tmp_path):
 
 
 def test_missing_ocr_engine_gives_a_message_and_the_caption(cap, tmp_path, monkeypatch):
-    from captioner.ocr import TextReader
+    from captioner.knowledge.ocr import TextReader
 
     chart = draw_chart(tmp_path / "chart.png")
     monkeypatch.setitem(sys.modules, "rapidocr", None)     # import rapidocr now fails
@@ -177,7 +178,7 @@ def test_missing_ocr_engine_gives_a_message_and_the_caption(cap, tmp_path, monke
 
 
 def test_failing_ocr_engine_gives_a_message_and_the_caption(cap, tmp_path, monkeypatch):
-    from captioner.ocr import TextReader
+    from captioner.knowledge.ocr import TextReader
 
     def broken(image):
         raise RuntimeError("onnxruntime: bad allocation")
@@ -236,7 +237,7 @@ def test_alt_text_per_kind():
     assert alttext.compose("", None, None, [], "screenshot", ImageText()) == "Screenshot with no readable text."
     assert alttext.compose("", None, None, [], "screenshot", None) == "Screenshot."
     assert alttext.compose("a dog", False, 0.1, [], "drawing", None) == "Drawing."
-    from captioner.tags import Tag
+    from captioner.knowledge.tags import Tag
 
     assert alttext.compose("a dog", False, 0.1, [Tag("zebra", 0.95, None)], "drawing", None) == "Drawing that may show: zebra."
 
@@ -261,7 +262,7 @@ def test_gender_neutral_wording():
 def test_http_api_carries_kind_text_and_wording(cap, tmp_path):
     from fastapi.testclient import TestClient
 
-    from captioner.server import create_app
+    from captioner.serve.http import create_app
 
     _, app = create_app(cap)
     data = draw_chart(tmp_path / "chart.png").read_bytes()
@@ -279,8 +280,8 @@ def test_http_api_carries_kind_text_and_wording(cap, tmp_path):
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
 def test_results_file_and_review_page_carry_text(tmp_path, suffix):
-    from captioner.library import LibraryJob, caption_library
-    from captioner.results import open_results
+    from captioner.library.run import LibraryJob, caption_library
+    from captioner.library.results import open_results
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -297,7 +298,7 @@ def test_results_file_and_review_page_carry_text(tmp_path, suffix):
 
 @pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed")
 def test_long_description_reaches_the_metadata(tmp_path):
-    from captioner.library import LibraryJob, caption_library
+    from captioner.library.run import LibraryJob, caption_library
 
     chart = draw_chart(tmp_path / "chart.png")
     caption_library(LibraryJob([str(chart)], str(tmp_path / "r.jsonl"), metadata="sidecar", progress=False))
@@ -388,7 +389,7 @@ def test_ray_usage_statistics_are_off_for_the_clusters_it_starts(monkeypatch):
     pytest.importorskip("ray")
     from ray._common.usage import usage_lib
 
-    from captioner.ray_engine import _environment
+    from captioner.library.ray_engine import _environment
 
     monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
     assert usage_lib.usage_stats_enabled()          # Ray's default: on
@@ -401,13 +402,13 @@ def test_app_shows_kind_text_boxes_and_long_description(tmp_path, monkeypatch):
 
     draw_chart(tmp_path / "chart.png")
     monkeypatch.setenv("CAPTIONER_EXAMPLES", str(tmp_path))
-    at = AppTest.from_file(str(ROOT / "src" / "captioner" / "app.py"), default_timeout=180).run()
+    at = AppTest.from_file(str(ROOT / "src" / "captioner" / "serve" / "app.py"), default_timeout=180).run()
     at.selectbox(key="example").set_value("chart.png").run()
     assert not at.exception
     assert any("Kind of image:** chart (bar)" in m.value for m in at.markdown)
     assert at.code[0].value == "Bar chart: Monthly active users by region."
     # the boxes the app draws over the image: each line's outline in red
-    from captioner.app import text_boxes
+    from captioner.serve.app import text_boxes
 
     img = Image.open(tmp_path / "chart.png").convert("RGB")
     c = ImageText([line("Monthly", 100, 20, 200, 30)], *img.size)

@@ -3,9 +3,10 @@ import argparse
 import json
 
 import pytest
+import torch
 
-from captioner import checkpoint
-from captioner.train import add_arguments, main, sample_prob
+from captioner.training import checkpoint
+from captioner.training.train import add_arguments, main, sample_prob
 
 
 def run_args(data, out, cache, **over):
@@ -47,7 +48,7 @@ def test_scheduled_sampling_ramps_up_and_is_logged(tiny_data, tmp_path):
 
 
 def test_runs_compared_in_one_figure(tmp_path):
-    from captioner import plots
+    from captioner.training import plots
     hist = [{"epoch": 1, "stage": "frozen", "train_loss": 3.0, "dev": {"CIDEr-D": 0.3}},
             {"epoch": 2, "stage": "finetune", "train_loss": 2.9, "dev": {"CIDEr-D": 0.4}}]
     for name in ("a", "b"):
@@ -125,14 +126,14 @@ def test_scst_stage_follows_cross_entropy_and_keeps_the_best(tiny_data, tmp_path
 def test_sampler_masks_words_after_end_and_rewards_follow_cider():
     import torch
 
-    from captioner.model import CaptionModel, ModelConfig
-    from captioner.scst import reward_scorer, sample, to_words
+    from captioner.training.model import CaptionModel, ModelConfig
+    from captioner.training.scst import reward_scorer, sample, to_words
     from captioner.vocab import Vocab
 
     vocab = Vocab(["<pad>", "<start>", "<end>", "<unk>", "a", "dog", "runs", "cat"])
     cfg = ModelConfig(vocab_size=len(vocab), encoder="efficientnet_lite2", feature_dim=8, embed_dim=8,
                       hidden_dim=16, attention_dim=8, max_len=6, dropout=0.0)
-    from captioner.model import AttentionDecoder
+    from captioner.training.model import AttentionDecoder
 
     torch.manual_seed(0)
     model = torch.nn.Module()
@@ -182,7 +183,7 @@ def test_train_and_evaluate_on_an_own_jsonl_without_split(tmp_path):
     import shutil
 
     from captioner.api import Captioner
-    from captioner.evaluate import evaluate
+    from captioner.training.evaluate import evaluate
     from conftest import COLOURS, WORDS, make_dataset
 
     make_dataset(tmp_path / "tiny", n_per_colour=12)
@@ -209,7 +210,7 @@ def test_every_stage_resume_and_the_product_path_for_each_decoder(tiny_data, tmp
     """Frozen, fine-tuning and SCST epochs, --resume, then the user-facing path: calibration, guided
     (constrained) captions, attention maps, and an ensemble with the attention decoder."""
     from captioner.api import Captioner
-    from captioner.decode import generate
+    from captioner.search import generate
     from captioner.images import open_image
 
     cache = tmp_path / "f.npy"
@@ -233,7 +234,9 @@ def test_every_stage_resume_and_the_product_path_for_each_decoder(tiny_data, tmp
     res = cap.caption(photo)
     assert res.text and res.alt_text and res.attention.shape == (len(res.words), res.grid ** 2)
     # guided decoding: the constrained search on this decoder's step() puts the required word in
-    feats = model.eval().encode(cap.preprocess(open_image(photo)).unsqueeze(0))
+    # the default back-end (ONNX Runtime) exports this training checkpoint on first load and agrees
+    assert Captioner(best).caption(photo).text == res.text
+    feats = model.eval().encode(torch.from_numpy(cap.preprocess(open_image(photo)))[None])
     word = vocab.stoi["green"]
     _, guided = generate(model, feats, 3, required=[{word}], also_unconstrained=True)
     assert guided[0] and word in guided[0][0].tokens
@@ -246,9 +249,9 @@ def test_every_stage_resume_and_the_product_path_for_each_decoder(tiny_data, tmp
 def test_flip_mirrors_the_photo_and_swaps_left_and_right(tiny_data, tmp_path):
     import torch
 
-    from captioner.data import load_dataset
-    from captioner.encoders import Preprocess
-    from captioner.stages import finetune_loader, mirror_caption
+    from captioner.training.data import load_dataset
+    from captioner.training.encoders import Preprocess
+    from captioner.training.stages import finetune_loader, mirror_caption
     from captioner.vocab import Vocab
 
     vocab = Vocab(["<pad>", "<start>", "<end>", "<unk>", "a", "dog", "left", "right", "turns"])
@@ -274,12 +277,12 @@ def test_flip_mirrors_the_photo_and_swaps_left_and_right(tiny_data, tmp_path):
 @pytest.mark.parametrize("per_colour", [12, 8])
 def test_one_caption_per_image_trains_and_calibrates(tmp_path, per_colour):
     """A library's own captions - one per photo - train to the end and calibrate ("acceptable" against a
-    single reference: confidence.SINGLE_REFERENCE_THRESHOLD), no ZeroDivisionError; with a single dev
+    single reference: calibrate.SINGLE_REFERENCE_THRESHOLD), no ZeroDivisionError; with a single dev
     photo (8 per colour) no confidence can be fitted and none is made up."""
     import shutil
 
     from captioner.api import Captioner
-    from captioner.confidence import SINGLE_REFERENCE_THRESHOLD, per_image_quality
+    from captioner.training.calibrate import SINGLE_REFERENCE_THRESHOLD, per_image_quality
     from conftest import WORDS, make_dataset
 
     model_q, human_q = per_image_quality([["a", "red", "square"], ["a", "blue", "sky"]],

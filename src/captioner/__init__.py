@@ -14,8 +14,8 @@ import os
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from .api import Caption, Captioner, load
-from .images import ImageError
+from captioner.api import Caption, Captioner, load
+from captioner.images import ImageError
 
 __all__ = ["Caption", "Captioner", "ImageError", "load"]
 __version__ = "0.1.0"

@@ -19,20 +19,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from . import alttext, checkpoint, kind as kinds, wording
-from .decode import DEFAULT_LENGTH_PENALTY, DEFAULT_NO_REPEAT_NGRAM, generate
-from .ensemble import Ensemble
-from .images import ImageError, open_image
-from .knowledge import Knowledge
-from .ocr import ImageText, TextReader, TextReaderError
-from .preprocess import to_pixels
-from .runtime import bf16_matmuls, make_encoder, resolve_device, resolve_precision
-from .tags import Tag
+import numpy as np
+from array_api_compat import array_namespace, device as device_of, to_device
+
+from captioner import modelfile, runtime, wording
+from captioner.ensemble import Ensemble
+from captioner.images import ImageError, open_image
+from captioner.knowledge import alttext
+from captioner.knowledge import kind as kinds
+from captioner.knowledge.bundle import Knowledge
+from captioner.knowledge.ocr import ImageText, TextReader, TextReaderError
+from captioner.knowledge.tags import Tag
+from captioner.preprocess import to_array, to_pixels
+from captioner.search import DEFAULT_LENGTH_PENALTY, DEFAULT_NO_REPEAT_NGRAM, generate
 
 
 @dataclass
@@ -41,7 +43,7 @@ class Caption:
     words: list[str]
     score: float                                   # length-normalised log-probability
     beams: list[tuple[str, float]] = field(default_factory=list)  # (text, score), best first
-    attention: torch.Tensor | None = None          # [len(words), grid cells]; None for the plain decoder
+    attention: Any = None                          # numpy [len(words), grid cells]; None for the plain decoder
     grid: int = 0                                  # side of the attention grid
     alt_text: str = ""                             # the text recommended for an alt attribute
     in_domain: bool | None = None                  # resembles the training photos (None: model not calibrated)
@@ -72,24 +74,9 @@ class Caption:
         return d
 
 
-class _Files(Dataset):
-    def __init__(self, paths, preprocess):
-        self.paths, self.preprocess = paths, preprocess
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        try:
-            return i, self.preprocess(open_image(self.paths[i])), None
-        except ImageError as e:
-            return i, None, str(e)
-        except Exception as e:  # never let one odd file stop a batch
-            return i, None, f"{self.paths[i]}: cannot read image ({type(e).__name__}: {e})"
-
-
-def _collate(batch):
-    return batch
+def _numpy(x) -> np.ndarray:
+    """A back-end's array (numpy, or a torch tensor on any device) as a numpy array on the CPU."""
+    return np.asarray(to_device(x, "cpu"))
 
 
 class Captioner:
@@ -100,66 +87,74 @@ class Captioner:
                  encoder_weights: str | None = None, backend: str = "auto", precision: str = "auto",
                  no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM, knowledge: bool = True, guidance: bool = True,
                  read_text: str = "auto", gender_neutral: bool = False, max_chars: int = alttext.MAX_CHARS,
-                 text_threads: int | None = None):
-        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+                 text_threads: int | None = None, threads: int | None = None):
         # several checkpoints caption as one ensemble (ensemble.py); the first sets the preprocessing
         paths = list(path) if isinstance(path, (list, tuple)) else [path]
         if not paths:
             raise ValueError("no checkpoint given")
-        loaded = [checkpoint.load_model(p, self.device, encoder_weights) for p in paths]
-        (self.model, self.vocab, self.meta), self.members = loaded[0], [m for m, _, _ in loaded]
-        for p, (m, vocab, _) in zip(paths[1:], loaded[1:]):
-            if vocab.itos != self.vocab.itos:
+        # back-end, device and precision chosen once, here (runtime.py); the search follows the arrays
+        self.members = [runtime.load_model(p, backend, device, precision, threads, encoder_weights) for p in paths]
+        self.model = self.members[0]
+        self.vocab, self.meta = self.model.vocab, self.model.meta
+        for p, m in zip(paths[1:], self.members[1:]):
+            if m.vocab.itos != self.vocab.itos:
                 raise ValueError(f"{p}: its vocabulary differs from {paths[0] or 'the shipped model'}'s; "
                                  "ensemble members must share one")
             if (m.preprocess.mean, m.preprocess.std) != (self.preprocess.mean, self.preprocess.std):
                 raise ValueError(f"{p}: its input normalisation differs from {paths[0] or 'the shipped model'}'s")
-        # back-end and precision chosen once, here (runtime.py); the model code follows x.device/dtype
-        # the encoders' weight digests, hashed once: they name the ONNX export and pick the kind classifier
-        digests = [checkpoint.weights_digest(m.encoder) for m in self.members]
-        self.encoders = [make_encoder(m.encoder, backend, self.device, d) for m, d in zip(self.members, digests)]
-        self.encode_images = self.encoders[0]
-        self.backend = self.encode_images.name
-        self.precision = resolve_precision(precision, self.device)
-        for m in self.members:
-            if self.precision == "bf16":
-                bf16_matmuls(m.decoder)
-            elif hasattr(m.decoder, "fuse_for_inference"):   # exact rewrites of the fp32 step (model.py)
-                m.decoder.fuse_for_inference()
+        self.backend = self.model.name
+        self.device = getattr(self.model, "device", "cpu")
+        self.precision = getattr(self.model, "precision", "fp32")
+        self.sizes = sorted({m.preprocess.size for m in self.members})
         self.decoding = self.model if len(self.members) == 1 else Ensemble(self.members)
         self.beam_size, self.length_penalty, self.no_repeat_ngram = beam_size, length_penalty, no_repeat_ngram
-        self.paths = [Path(p) if p else checkpoint.DEFAULT_MODEL for p in paths]
+        self.paths = [Path(p) if p else modelfile.DEFAULT_MODEL for p in paths]
         self.path = self.paths[0]
         # the first member's file says what the model knows of its limits; read, never recomputed
-        stored = checkpoint.load_knowledge(self.path) if knowledge else None
+        stored = modelfile.read(self.path).knowledge() if knowledge else None
         self.knowledge = Knowledge.from_file(*stored, self.vocab) if stored else None
         self.guidance = guidance      # guided captions where the knowledge allows them (knowledge.py)
         # what kind of image: the full classifier for the encoder it was fitted on, else colour-only
-        loaded_kind = kinds.load(digests[0]) if knowledge else None
+        loaded_kind = kinds.load(self.model.digest) if knowledge else None
         self.kinds, self.kind_info = loaded_kind if loaded_kind else (None, None)
         self.read_text, self.gender_neutral, self.max_chars = _read_mode(read_text), gender_neutral, _limit(max_chars)
         self.reader = TextReader(text_threads)   # the OCR engine loads on the first image it reads
 
-    def _grids(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Preprocessed images -> one feature grid per member; a member with another input size
-        gets the batch resized (bicubic), as its own preprocessing would have done."""
-        grids = []
-        for m, enc in zip(self.members, self.encoders):
-            size = m.preprocess.size
-            xi = x if x.size(-1) == size else F.interpolate(x, size=(size, size), mode="bicubic",
-                                                             align_corners=False, antialias=True)
-            grids.append(enc(xi).to(self.device))
-        return grids
+    def encode_images(self, x):
+        """Preprocessed images [B, 3, S, S] -> the first member's feature grid [B, C, H, W]."""
+        return self.model.encode(x)
+
+    def preprocessed(self, image) -> dict:
+        """A PIL image -> {input size: array [3, S, S]}, one per size the members read."""
+        p = self.preprocess
+        return {s: to_array(image, s, p.mean, p.std) for s in self.sizes}
+
+    def _inputs(self, x) -> dict:
+        """Images as {size: [B, 3, S, S]} or one array [B, 3, S, S] (resized for a member of another
+        input size, bicubic, as its own preprocessing would)."""
+        if isinstance(x, dict):
+            return x
+        x = _numpy(x).astype(np.float32)
+        out = {x.shape[-1]: x}
+        for s in self.sizes:
+            if s not in out:
+                out[s] = _resize(x, s)
+        return out
+
+    def _grids(self, x) -> list:
+        """Preprocessed images -> one feature grid per member."""
+        inputs = self._inputs(x)
+        return [m.encode(inputs[m.preprocess.size]) for m in self.members]
 
     @property
     def preprocess(self):
         return self.model.preprocess
 
-    @torch.inference_mode()
-    def caption_tensors(self, x: torch.Tensor, beam_size: int | None = None, n_best: int = 1,
+    def caption_tensors(self, x, beam_size: int | None = None, n_best: int = 1,
                         gender_neutral: bool | None = None, max_chars: int | None = None) -> list[Caption]:
-        """Preprocessed images [B, 3, S, S] -> one Caption each, its kind decided; no text read yet
-        (``caption`` and ``caption_paths`` read it where it pays)."""
+        """Preprocessed images [B, 3, S, S] (numpy, or any array; or {size: array} for an ensemble of
+        several input sizes) -> one Caption each, its kind decided; no text read yet (``caption`` and
+        ``caption_paths`` read it where it pays)."""
         neutral = self.gender_neutral if gender_neutral is None else gender_neutral
         limit = self.max_chars if max_chars is None else _limit(max_chars)
         out = self._caption_tensors(x, beam_size, n_best, neutral)
@@ -169,23 +164,25 @@ class Captioner:
 
     def _caption_tensors(self, x, beam_size, n_best, neutral) -> list[Caption]:
         k = beam_size or self.beam_size
-        grids = self._grids(x)
-        side = grids[0].size(-1)
-        feats = [g.flatten(2).transpose(1, 2) for g in grids]
+        inputs = self._inputs(x)
+        grids = self._grids(inputs)
+        side = grids[0].shape[-1]
+        feats = [_sequence(g) for g in grids]
         feats = feats[0] if len(feats) == 1 else feats
+        pooled = _numpy(array_namespace(grids[0]).mean(grids[0], axis=(2, 3)))
         decode = dict(length_penalty=self.length_penalty, n_best=max(n_best, 1), no_repeat_ngram=self.no_repeat_ngram)
         kn = self.knowledge
         if kn is None:   # a model file that was never calibrated: the caption is the alt text
             return [self._caption(hyps, side, neutral) for hyps in generate(self.decoding, feats, k, **decode)]
         # the ImageNet head and the domain check run on the pooled grid already computed
-        probs, dist, in_domain = kn.assess(grids[0].mean((2, 3)))
+        probs, dist, in_domain = kn.assess(pooled)
         cand = kn.candidates(probs, in_domain) if self.guidance else [None] * len(probs)
         todo = [i for i, r in enumerate(cand) if r]
         rest = [i for i, r in enumerate(cand) if not r]
         results, guided = [None] * len(probs), [None] * len(probs)
 
         def rows(idx):
-            return [f[idx] for f in feats] if isinstance(feats, list) else feats[idx]
+            return [_take(f, idx) for f in feats] if isinstance(feats, list) else _take(feats, idx)
 
         if rest:
             for i, hyps in zip(rest, generate(self.decoding, rows(rest), k, **decode)):
@@ -200,21 +197,20 @@ class Captioner:
                     guided[i] = next(self.vocab.itos[t] for t in g[0].tokens if t in cand[i])
         out = [self._caption(hyps, side, neutral) for hyps in results]
         top = kn.tagger.top(probs, 5)
-        conf = kn.confidence([c.score for c in out], [len(c.words) for c in out], dist, probs.max(1).values)
+        conf = kn.confidence([c.score for c in out], [len(c.words) for c in out], dist, probs.max(1))
         for i, c in enumerate(out):
             c.tags, c.guided, c.in_domain = top[i], guided[i], bool(in_domain[i])
             c.domain_distance = float(dist[i])
             c.confidence = float(conf[i]) if conf is not None else None
         if self.kinds is not None:   # from the pooled grid and the pixels already at hand
-            pooled = grids[0].mean((2, 3)).float().cpu().numpy()
-            decided = self.kinds.decide(self.kinds.probs(pooled, kinds.colour_features(self._pixels(x))))
+            decided = self.kinds.decide(self.kinds.probs(pooled, kinds.colour_features(self._pixels(inputs))))
             for c, d in zip(out, decided):
                 c.kind, c.kind_probability, c.chart_type = d.name, d.probability, d.chart_type
         return out
 
-    def _pixels(self, x: torch.Tensor) -> np.ndarray:
+    def _pixels(self, inputs: dict) -> np.ndarray:
         """Preprocessed images back to [0, 1] pixels (for the colour statistics of ``kind.py``)."""
-        return to_pixels(x.float().cpu().numpy(), self.preprocess.mean, self.preprocess.std)
+        return to_pixels(inputs[self.preprocess.size], self.preprocess.mean, self.preprocess.std)
 
     def _caption(self, hyps, side: int, neutral: bool = False) -> Caption:
         best = hyps[0]
@@ -251,37 +247,62 @@ class Captioner:
             c.alt_text = self._compose(c, self.max_chars if max_chars is None else _limit(max_chars))
         return c
 
-    def _batches(self, paths: list, batch_size: int, workers: int = 0):
-        """Yield (batch of (index, tensor or None, error or None), the readable images stacked with
-        their indices): one bad file never stops the batch."""
-        loader = DataLoader(_Files(paths, self.preprocess), batch_size=batch_size, num_workers=workers,
-                            collate_fn=_collate)
-        for batch in loader:
-            good = [(i, x) for i, x, err in batch if err is None]
-            yield batch, [i for i, _ in good], (torch.stack([x for _, x in good]) if good else None)
+    def _load(self, path):
+        """-> ({size: array}, None) or (None, the error) for one file: one bad file never stops a batch."""
+        try:
+            return self.preprocessed(open_image(path)), None
+        except ImageError as e:
+            return None, str(e)
+        except Exception as e:  # never let one odd file stop a batch
+            return None, f"{path}: cannot read image ({type(e).__name__}: {e})"
 
-    @torch.inference_mode()
+    def _batches(self, paths: list, batch_size: int, workers: int = 0):
+        """Yield (batch of (index, error or None), the readable images' indices, their inputs
+        {size: [b, 3, S, S]} or None).  ``workers`` threads open and preprocess the next batch while
+        the model computes (PIL's decoding and resizing release the GIL)."""
+        def load(lo):
+            items = [(i, *self._load(paths[i])) for i in range(lo, min(lo + batch_size, len(paths)))]
+            good = [(i, x) for i, x, err in items if err is None]
+            inputs = {s: np.stack([x[s] for _, x in good]) for s in self.sizes} if good else None
+            return [(i, err) for i, _, err in items], [i for i, _ in good], inputs
+
+        starts = range(0, len(paths), batch_size)
+        if workers <= 0:
+            yield from (load(lo) for lo in starts)
+            return
+        with ThreadPoolExecutor(workers) as pool:
+            pending = []
+            for lo in starts:
+                pending.append(pool.submit(load, lo))
+                if len(pending) > workers:          # a bounded read-ahead, in input order
+                    yield pending.pop(0).result()
+            for f in pending:
+                yield f.result()
+
     def pooled_features(self, paths, batch_size: int = 32):
-        """Yield (path, pooled encoder features [D] or an error message): the encoder only, for
-        calibration (``calibrate.py``)."""
+        """Yield (path, pooled encoder features [D] (numpy) or an error message): the encoder only,
+        for calibration (``training/calibrate.py``)."""
         paths = list(paths)
         for batch, idx, x in self._batches(paths, batch_size):
-            pooled = dict(zip(idx, self._grids(x)[0].mean((2, 3)).float().cpu())) if idx else {}
-            for i, _, err in batch:
+            pooled = dict(zip(idx, self._pooled(x))) if idx else {}
+            for i, err in batch:
                 yield paths[i], pooled.get(i, err)
 
-    @torch.inference_mode()
+    def _pooled(self, x) -> np.ndarray:
+        g = self._grids(x)[0]
+        return _numpy(array_namespace(g).mean(g, axis=(2, 3)))
+
     def kind_inputs(self, paths, batch_size: int = 32):
         """Yield (path, (pooled features [D], colour statistics [12]) or an error message): what the
-        kind classifier reads, for fitting it (``kind_train.py``)."""
+        kind classifier reads, for fitting it (``training/kind_train.py``)."""
         paths = list(paths)
         for batch, idx, x in self._batches(paths, batch_size):
             got = {}
             if idx:
-                pooled = self._grids(x)[0].mean((2, 3)).float().cpu().numpy()
+                pooled = self._pooled(x)
                 colour = kinds.colour_features(self._pixels(x))
                 got = {i: (p, c) for i, p, c in zip(idx, pooled, colour)}
-            for i, _, err in batch:
+            for i, err in batch:
                 yield paths[i], got.get(i, err)
 
     def caption(self, images, beam_size: int | None = None, n_best: int = 1, read_text: str | None = None,
@@ -290,7 +311,8 @@ class Captioner:
         ``read_text``, ``gender_neutral``, ``max_chars``: this call's wording, over the model's."""
         single = not isinstance(images, (list, tuple))
         items = [open_image(im) for im in ([images] if single else list(images))]
-        x = torch.stack([self.preprocess(im) for im in items])
+        arrays = [self.preprocessed(im) for im in items]
+        x = {s: np.stack([a[s] for a in arrays]) for s in self.sizes}
         res = [self.read(c, im, read_text, max_chars)
                for c, im in zip(self.caption_tensors(x, beam_size, n_best, gender_neutral, max_chars), items)]
         return res[0] if single else res
@@ -299,12 +321,12 @@ class Captioner:
                       n_best: int = 1, read_text: str | None = None, gender_neutral: bool | None = None,
                       max_chars: int | None = None):
         """Yield (path, Caption or error message) in input order; decoding and preprocessing run in
-        ``workers`` processes while the model computes; a bad file never stops the batch.  The images
+        ``workers`` threads while the model computes; a bad file never stops the batch.  The images
         whose text is read are opened once more for it, at full size."""
         paths = list(paths)
         for batch, idx, x in self._batches(paths, batch_size, workers):
             results = dict(zip(idx, self.caption_tensors(x, beam_size, n_best, gender_neutral, max_chars))) if idx else {}
-            for i, _, err in batch:
+            for i, err in batch:
                 res = results.get(i, err)
                 if not isinstance(res, str) and self.wants_text(res, read_text):
                     try:
@@ -312,6 +334,26 @@ class Captioner:
                     except ImageError as e:   # changed or removed since it was captioned
                         res.text_error = str(e)
                 yield paths[i], res
+
+
+def _sequence(grid):
+    """Feature grid [B, C, H, W] -> the decoder's sequence [B, H*W, C], in the grid's own array type."""
+    xp = array_namespace(grid)
+    B, C = grid.shape[:2]
+    return xp.permute_dims(xp.reshape(grid, (B, C, -1)), (0, 2, 1))
+
+
+def _take(x, idx: list[int]):
+    xp = array_namespace(x)
+    return xp.take(x, xp.asarray(idx, dtype=xp.int64, device=device_of(x)), axis=0)
+
+
+def _resize(x: np.ndarray, size: int) -> np.ndarray:
+    """Normalised images [B, 3, S, S] -> [B, 3, size, size], each channel resized bicubic (PIL)."""
+    from PIL import Image
+
+    return np.stack([np.stack([np.asarray(Image.fromarray(c).resize((size, size), Image.BICUBIC), np.float32)
+                               for c in im]) for im in x])
 
 
 def _read_mode(mode: str) -> str:

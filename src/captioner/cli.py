@@ -12,8 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-from . import runtime, wording
-from .decode import DEFAULT_LENGTH_PENALTY
+from captioner import runtime
+from captioner import wording
+from captioner.search import DEFAULT_LENGTH_PENALTY
 
 
 def _model_args(args) -> dict:
@@ -25,10 +26,10 @@ def _model_args(args) -> dict:
 
 
 def _caption(args) -> int:
-    from .api import Captioner
-    from .library import resolve_inputs
-    from .plots import plot_attention
-    from .results import record
+    from captioner.api import Captioner
+    from captioner.library.run import resolve_inputs
+    from captioner.attention import plot_attention
+    from captioner.library.results import record
 
     runtime.check_model_args(args.model, args.paths)
     paths = resolve_inputs(args.paths, args.from_list)
@@ -42,6 +43,11 @@ def _caption(args) -> int:
     failed = 0
     many = len(paths) > 1
     if args.attention_dir:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ValueError(f"--attention-dir {args.attention_dir}: attention maps are drawn with matplotlib: "
+                             "pip install 'captioner[plots]'")
         Path(args.attention_dir).mkdir(parents=True, exist_ok=True)
     workers = min(args.workers, len(paths) - 1)  # a worker process only pays off for several images
     for path, res in cap.caption_paths(paths, args.batch_size, workers, n_best=args.n_best):
@@ -49,7 +55,7 @@ def _caption(args) -> int:
         failed += "error" in rec
         _print_record(rec, args, many, res.beams if args.n_best > 1 and "error" not in rec else None)
         if args.attention_dir and "error" not in rec and res.attention is not None:
-            from .images import open_image
+            from captioner.images import open_image
 
             out = Path(args.attention_dir) / (Path(path).stem + "_attention.png")
             plot_attention(open_image(path), res.words, res.attention, out)
@@ -80,7 +86,7 @@ def _print_record(rec: dict, args, many: bool, beams=None) -> None:
 
 def _caption_library(args, paths: list[str]) -> int:
     """A library run (library.py): results file, metadata, report, Ray."""
-    from .library import LibraryJob, caption_library, describe
+    from captioner.library.run import LibraryJob, caption_library, describe
 
     if args.attention_dir or args.n_best > 1:
         raise ValueError("--attention-dir and --n-best work without --output, --write-metadata, --html "
@@ -98,7 +104,7 @@ def _caption_library(args, paths: list[str]) -> int:
 
 
 def _write_metadata(args) -> int:
-    from .library import metadata_from_results
+    from captioner.library.run import metadata_from_results
 
     done = metadata_from_results(args.results, args.mode, args.overwrite_metadata)
     for f in done["failures"]:
@@ -117,14 +123,22 @@ def _app_arguments(p):
 
 
 def _app(args) -> int:
-    from .app import launch  # imports streamlit only when the app is asked for
+    from captioner.serve.app import launch  # imports streamlit only when the app is asked for
 
     return launch(args)
 
 
-def main(argv=None) -> int:
-    from . import evaluate, train
+def _needs_torch(command: str) -> int:
+    print(f"captioner {command}: needs PyTorch and the training wing: pip install 'captioner[train]'",
+          file=sys.stderr)
+    return 2
 
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the training and serving commands import their modules only when they are the command asked
+    # for, so captioning starts without torch, FastAPI or Streamlit (and works where torch is absent)
+    command = next((a for a in argv if not a.startswith("-")), None)
     ap = argparse.ArgumentParser(prog="captioner", description="Describe photos in English sentences.")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -145,9 +159,10 @@ def main(argv=None) -> int:
     p.add_argument("--caption-only", action="store_true",
                    help="text mode: print the model's caption instead of the recommended alt text")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
-    # 0 by default: on 2 cores a worker process competes with the encoder and measured slower
-    # (benchmarks/bench_inference.py: 70 vs 56 images/s on 224-px photos, 55 vs 45 on 500-px ones)
-    p.add_argument("--workers", type=int, default=0, help="image decoding worker processes (0: in-process)")
+    # 0 by default: on 2 cores a decoding worker competes with the encoder (measured with worker
+    # processes, benchmarks/bench_inference.py: 70 vs 56 images/s on 224-px photos, 55 vs 45 on 500-px ones)
+    p.add_argument("--workers", type=int, default=0,
+                   help="threads that open and preprocess the next batch while the model computes (0: none)")
     runtime.add_arguments(p)
     p.add_argument("--attention-dir", default=None, help="save an attention map PNG per image into this folder")
     wording.add_arguments(p)
@@ -185,22 +200,30 @@ def main(argv=None) -> int:
                    help="replace a description a person wrote (kept by default)")
     p.set_defaults(func=_write_metadata)
 
-    p = sub.add_parser("train", help="train a model on Flickr8k", description=train.__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_arguments(p)
-    p.set_defaults(func=lambda a: (train.main(a), 0)[1])
+    for name, help_ in (("train", "train a model on Flickr8k (needs captioner[train])"),
+                        ("evaluate", "score a model on a split: BLEU, ROUGE-L, CIDEr-D, METEOR (needs captioner[train])")):
+        if command != name:
+            sub.add_parser(name, help=help_)
+        elif not runtime.torch_available():
+            return _needs_torch(name)
+        else:
+            from captioner.training import evaluate, train
 
-    p = sub.add_parser("evaluate", help="score a model on a split (BLEU, ROUGE-L, CIDEr-D, METEOR)",
-                       description=evaluate.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    evaluate.add_arguments(p)
-    p.set_defaults(func=evaluate.main)
+            mod = train if name == "train" else evaluate
+            p = sub.add_parser(name, help=help_, description=mod.__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+            mod.add_arguments(p)
+            p.set_defaults(func=(lambda a: (train.main(a), 0)[1]) if name == "train" else evaluate.main)
 
-    from . import server
+    if command == "serve":
+        from captioner.serve import http as server
 
-    p = sub.add_parser("serve", help="run the HTTP API", description=server.__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    server.add_arguments(p)
-    p.set_defaults(func=server.main)
+        p = sub.add_parser("serve", help="run the HTTP API", description=server.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        server.add_arguments(p)
+        p.set_defaults(func=server.main)
+    else:
+        sub.add_parser("serve", help="run the HTTP API")
 
     p = sub.add_parser("app", help="run the Streamlit web app (headless)")
     _app_arguments(p)

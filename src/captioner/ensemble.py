@@ -10,11 +10,10 @@ The members must share the vocabulary (they do when trained on the same split wi
 """
 from __future__ import annotations
 
-import torch
-from torch import nn
+from captioner.search import log_softmax
 
 
-class EnsembleDecoder(nn.Module):
+class EnsembleDecoder:
     """The ``step()`` interface of one decoder (model.py) over several: ``init_state`` takes one
     feature grid per member, states and memories are the members' tuples laid end to end, and
     ``step`` returns the mean log-probability of the next word (the geometric mean of the
@@ -22,11 +21,10 @@ class EnsembleDecoder(nn.Module):
     the first member that has it."""
 
     def __init__(self, decoders):
-        super().__init__()
-        self.members = nn.ModuleList(decoders)
+        self.members = list(decoders)
         self._sizes: list[tuple[int, int]] = []   # (state tensors, memory tensors) per member
 
-    def init_state(self, feats: list[torch.Tensor]):
+    def init_state(self, feats: list):
         if len(feats) != len(self.members):
             raise ValueError(f"{len(feats)} feature grids for {len(self.members)} ensemble members")
         states, memories, sizes = [], [], []
@@ -45,18 +43,18 @@ class EnsembleDecoder(nn.Module):
         for dec, (ns, nm) in zip(self.members, self._sizes):
             mem = tuple(memory[j:j + nm]) if nm else None
             logits, s, a = dec.step(words, tuple(state[i:i + ns]), mem)
-            logp = logp + logits.float().log_softmax(-1)
+            logp = logp + log_softmax(logits)
             new_state += s
             alpha = a if alpha is None else alpha
             i, j = i + ns, j + nm
         return logp / len(self.members), tuple(new_state), alpha
 
 
-class Ensemble(nn.Module):
-    """What ``decode.generate`` needs from a model (``decoder``, ``cfg``) for several models."""
+class Ensemble:
+    """What ``search.generate`` needs from a model (``decoder``, ``cfg``) for several models, of
+    any back-end: the arithmetic is the array API's (``search.log_softmax``)."""
 
     def __init__(self, models):
-        super().__init__()
         first = models[0]
         for m in models[1:]:
             if m.cfg.vocab_size != first.cfg.vocab_size:

@@ -8,6 +8,8 @@ squashed to 224x224, and a centre crop would cut away what the captions describe
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
@@ -32,3 +34,17 @@ def to_pixels(x: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray
     m = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
     s = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
     return np.asarray(x, dtype=np.float32) * s + m
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The preprocessing handed out with a model (``captioner.load(with_preprocess=True)``, CLIP's
+    ``load()``): PIL image -> normalised float32 array [3, size, size].  Frozen, so worker processes can
+    take it."""
+
+    size: int = 224
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        return to_array(image, self.size, self.mean, self.std)

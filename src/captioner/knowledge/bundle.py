@@ -1,0 +1,104 @@
+"""What a model knows about its own limits, stored in its model file and applied to every caption.
+
+One object, ``Knowledge``, bundles:
+  * the ImageNet tagger (``tags.py``): tags, and the words guided decoding may require;
+  * the out-of-domain check (``domain.py``) with its dev-chosen threshold and the sorted dev
+    distances (to say how unusual a photo beyond the threshold is);
+  * the confidence calibrator (``confidence.py``).
+
+All of it is computed by ``calibrate.py`` when a model is calibrated or exported, and written
+into the model file as ``knowledge.*`` tensors plus a ``knowledge`` JSON entry in its header;
+loading reads it back and never recomputes anything.
+
+Guided captions (constrained beam search, ``decode.py``) are used only where measurement on the
+dev split found them honest and harmless: the photo is in domain, its top ImageNet class has
+probability >= 0.5 and maps to a vocabulary word the unguided caption does not already contain
+(nor a broader word for it), and the decoder itself finds the guided caption nearly as likely as
+the unguided one (length-normalised log-probability at most 0.1 lower).  The guided search runs
+in the same decoding pass as the unguided one (``generate(..., also_unconstrained=True)``).
+Out of domain the guided captions still invented a person or a dog in 92 % of cases (docs/knowledge.md), so there the caption stays
+unguided and the alt text does not use it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from captioner.modelfile import KNOWLEDGE as PREFIX
+from captioner.knowledge.confidence import Calibrator, features
+from captioner.knowledge.domain import FALSE_ALARM, DomainCheck
+from captioner.knowledge.tags import Tagger, imagenet_classes, plural
+from captioner.vocab import Vocab
+
+# chosen on the dev split (benchmarks/bench_knowledge.py --sweep; docs/knowledge.md): in domain, loss 0.1,
+# minimum probability 0.5 / 0.7 / 0.9 -> dev CIDEr-D 0.539 / 0.538 / 0.538 (unguided 0.536); minimum 0.5,
+# loss 0.02 / 0.05 / 0.1 / 0.2 -> 0.536 / 0.537 / 0.539 / 0.537
+GUIDE_MIN_PROB = 0.5
+GUIDE_MAX_LOSS = 0.1
+
+
+class Knowledge:
+    def __init__(self, tagger: Tagger, domain: DomainCheck, dev_distances, calibrator: Calibrator | None = None):
+        self.tagger, self.domain, self.calibrator = tagger, domain, calibrator
+        self.dev_distances = np.sort(np.asarray(dev_distances, np.float32))
+        classes = imagenet_classes()
+        # every vocabulary word that names a class or something broader than it ("dog" for a
+        # greyhound): a caption holding one already names the object and is not guided
+        stoi = tagger.vocab.stoi
+        self.named_by = [{stoi[x] for w in c["words"] for x in (w, plural(w)) if x in stoi} for c in classes]
+
+    # ------------------------------------------------------------------ file round trip
+    def to_file(self) -> tuple[dict, dict]:
+        tensors = {f"{PREFIX}tagger.weight": self.tagger.weight, f"{PREFIX}tagger.bias": self.tagger.bias,
+                   f"{PREFIX}domain.proj": self.domain.proj, f"{PREFIX}domain.bank": self.domain.bank,
+                   f"{PREFIX}domain.dev_distances": self.dev_distances}
+        info = {"domain": {"k": self.domain.k, "threshold": self.domain.threshold, "false_alarm": FALSE_ALARM},
+                "calibrator": self.calibrator.to_dict() if self.calibrator else None}
+        return tensors, info
+
+    @classmethod
+    def from_file(cls, tensors: dict, info: dict, vocab: Vocab) -> "Knowledge":
+        t = {k[len(PREFIX):]: v for k, v in tensors.items() if k.startswith(PREFIX)}
+        d = info["domain"]
+        return cls(Tagger(t["tagger.weight"], t["tagger.bias"], vocab),
+                   DomainCheck(t["domain.proj"], t["domain.bank"], d["k"], d["threshold"]),
+                   t["domain.dev_distances"],
+                   Calibrator.from_dict(info["calibrator"]) if info.get("calibrator") else None)
+
+    # ------------------------------------------------------------------ per batch
+    def assess(self, pooled):
+        """pooled [B, D] (numpy) -> (ImageNet probabilities [B, 1000], distances [B], in_domain [B])."""
+        pooled = np.asarray(pooled, np.float32)
+        probs = self.tagger.probs(pooled)
+        dist = self.domain.distance(pooled)
+        return probs, dist, self.domain.in_domain(dist)
+
+    def candidates(self, probs: np.ndarray, in_domain: np.ndarray) -> list:
+        """Per image, the word ids a guided caption would have to contain, or None where guidance
+        is not tried: known before decoding, so the guided search can run in the same pass."""
+        out = []
+        p, cls = probs.max(1), probs.argmax(1)
+        for pi, ci, ok in zip(p.tolist(), cls.tolist(), np.asarray(in_domain).tolist()):
+            words = self.tagger.words[ci]
+            out.append(set(words) if ok and pi >= GUIDE_MIN_PROB and words else None)
+        return out
+
+    def already_named(self, probs_row: np.ndarray, tokens: list[int]) -> bool:
+        """The caption already holds a word for the top class or something broader ("dog")."""
+        return bool(self.named_by[int(probs_row.argmax())] & set(tokens))
+
+    @staticmethod
+    def accept_guided(unguided_score: float, guided_score: float) -> bool:
+        return guided_score >= unguided_score - GUIDE_MAX_LOSS
+
+    def confidence(self, scores, lengths, distances, tag_probs) -> np.ndarray | None:
+        """Calibrated P(acceptable); beyond the out-of-domain threshold it is scaled by the share
+        of dev photos at least that far (over the 5 % the threshold lets through), so it falls
+        towards 0 as a photo moves away from anything the model learned from."""
+        if self.calibrator is None:
+            return None
+        p = self.calibrator(features(scores, lengths, distances, tag_probs))
+        n = len(self.dev_distances)
+        distances = np.asarray(distances, np.float32)
+        tail = (n - np.searchsorted(self.dev_distances, distances, side="left")) / n     # share at least as far
+        scale = np.where(distances > self.domain.threshold, np.minimum(tail / FALSE_ALARM, 1.0), 1.0)
+        return (p * scale).astype(np.float32)

@@ -1,0 +1,142 @@
+"""What kind of image it is: photo, screenshot, document, chart (bar, line, pie, scatter) or drawing
+(illustration, clip art, icon, logo), with a probability.  numpy only.
+
+The decision uses only what captioning already computed, so it costs well under a millisecond an
+image and can decide, before any text is read, which images are worth reading (``api.py``):
+
+  * the encoder's pooled features (the 1,280 numbers the ImageNet head and the domain check read);
+  * colour statistics of the preprocessed image (``colour_features``): the share of pixels in the
+    1, 4 and 16 most common colours (graphics are flat; photos are not), distinct colours,
+    saturation, near-white and near-black shares, and how much of the image is flat or edge.
+
+A multinomial logistic regression on the standardised features (``KindClassifier``), fitted by
+``python -m captioner.training.kind_train`` on the labelled set that ``tools/kind_dataset.py`` assembles
+(every source listed there), is stored in ``weights/kind.safetensors`` with the digest of the encoder
+whose features it read.  A model with another encoder (one you trained) gets the colour-only
+classifier stored beside it, which is weaker (docs/text.md gives both held-out accuracies).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+KIND_FILE = Path(__file__).parent.parent / "weights" / "kind.safetensors"
+CLASSES = ("photo", "screenshot", "document", "chart:bar", "chart:line", "chart:pie", "chart:scatter", "drawing")
+KINDS = ("photo", "screenshot", "document", "chart", "drawing")
+QUANT = 16          # levels per channel when counting colours (16^3 bins)
+
+
+def colour_features(images: np.ndarray) -> np.ndarray:
+    """Images [B, 3, H, W] in [0, 1] -> [B, 12] colour statistics."""
+    x = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
+    b = x.shape[0]
+    q = np.minimum((x * QUANT).astype(np.int32), QUANT - 1)
+    codes = (q[:, 0] * QUANT + q[:, 1]) * QUANT + q[:, 2]                      # [B, H, W]
+    n = codes[0].size
+    out = np.zeros((b, 12), np.float32)
+    mx, mn = x.max(1), x.min(1)
+    sat = (mx - mn) / np.maximum(mx, 1e-6)
+    lum = x.mean(1)
+    gy = np.abs(np.diff(lum, axis=1))[:, :, :-1]
+    gx = np.abs(np.diff(lum, axis=2))[:, :-1, :]
+    grad = gx + gy
+    for i in range(b):
+        counts = np.sort(np.bincount(codes[i].ravel(), minlength=QUANT ** 3))[::-1]
+        out[i, 0] = counts[0] / n
+        out[i, 1] = counts[:4].sum() / n
+        out[i, 2] = counts[:16].sum() / n
+        out[i, 3] = np.log1p((counts > 0).sum()) / np.log(QUANT ** 3)
+    out[:, 4] = sat.reshape(b, -1).mean(1)
+    out[:, 5] = (sat < 0.08).reshape(b, -1).mean(1)                         # grey share
+    out[:, 6] = (mn > 0.92).reshape(b, -1).mean(1)                           # near white
+    out[:, 7] = (mx < 0.08).reshape(b, -1).mean(1)                           # near black
+    out[:, 8] = lum.reshape(b, -1).std(1)
+    out[:, 9] = (grad < 0.01).reshape(b, -1).mean(1)                         # flat
+    out[:, 10] = (grad > 0.25).reshape(b, -1).mean(1)                        # sharp edges
+    out[:, 11] = grad.reshape(b, -1).mean(1)
+    return out
+
+
+@dataclass
+class Kind:
+    name: str                     # one of KINDS
+    probability: float
+    chart_type: str | None = None  # bar, line, pie or scatter, for a chart
+    probabilities: dict | None = None   # every class of CLASSES
+
+
+class KindClassifier:
+    """Standardise, then softmax(x W^T + b)."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                 classes=CLASSES, uses_pooled: bool = True):
+        self.weight, self.bias = np.asarray(weight, np.float32), np.asarray(bias, np.float32)
+        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        self.classes, self.uses_pooled = tuple(classes), uses_pooled
+
+    def features(self, pooled: np.ndarray | None, colour: np.ndarray) -> np.ndarray:
+        return np.concatenate([pooled, colour], 1) if self.uses_pooled else colour
+
+    def probs(self, pooled: np.ndarray | None, colour: np.ndarray) -> np.ndarray:
+        return self.probs_of(self.features(pooled, colour))
+
+    def probs_of(self, features: np.ndarray) -> np.ndarray:
+        """Features as ``features()`` lays them out -> class probabilities [B, len(classes)]."""
+        z = (features - self.mean) / self.std
+        logits = z @ self.weight.T + self.bias
+        logits -= logits.max(1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(1, keepdims=True)
+
+    def decide(self, probs: np.ndarray) -> list[Kind]:
+        out = []
+        for row in probs:
+            per_kind = {k: 0.0 for k in KINDS}
+            for c, p in zip(self.classes, row):
+                per_kind[c.split(":")[0]] += float(p)
+            name = max(per_kind, key=per_kind.get)
+            chart = None
+            if name == "chart":
+                subs = {c.split(":")[1]: float(p) for c, p in zip(self.classes, row) if c.startswith("chart:")}
+                best = max(subs, key=subs.get)
+                chart = best if subs[best] >= 0.5 * per_kind["chart"] else None   # only where it can tell
+            out.append(Kind(name, per_kind[name], chart, {c: round(float(p), 4) for c, p in zip(self.classes, row)}))
+        return out
+
+
+def load(encoder_digest: str | None, path: Path = KIND_FILE) -> tuple[KindClassifier, dict] | None:
+    """-> (the classifier for this encoder, the file's information), or None if there is no file.
+    The full classifier where ``encoder_digest`` is the one it was fitted on, else the colour-only one."""
+    if not Path(path).is_file():
+        return None
+    from safetensors.numpy import load_file
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        info = json.loads(f.metadata()["kind"])
+    t = load_file(str(path))
+    which = "full" if encoder_digest and encoder_digest == info.get("encoder_digest") else "colour"
+    clf = KindClassifier(t[f"{which}.weight"], t[f"{which}.bias"], t[f"{which}.mean"], t[f"{which}.std"],
+                         info["classes"], uses_pooled=which == "full")
+    return clf, {**info, "used": which}
+
+
+def save(path: Path, classifiers: dict[str, KindClassifier], info: dict) -> None:
+    """Write ``{"full": ..., "colour": ...}`` and ``info`` (JSON) as one safetensors file, atomically."""
+    import os
+
+    from safetensors.numpy import save_file
+
+    tensors = {}
+    for name, c in classifiers.items():
+        tensors.update({f"{name}.weight": c.weight, f"{name}.bias": c.bias, f"{name}.mean": c.mean,
+                        f"{name}.std": c.std})
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}, str(tmp),
+              metadata={"kind": json.dumps(info)})
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)

@@ -1,0 +1,154 @@
+"""Captioning a photo library: a resumable run that writes one record per photo to a results file
+(``results.py``), optionally the alt text into each photo's metadata (``metadata.py``) and an HTML
+report for a person to review (``report.py``); on this process (``engine="local"``) or spread over
+a Ray cluster (``engine="ray"``, ``ray_engine.py``), each worker of either labelling photos with one
+``labeller.Labeller``.  The CLI's ``caption --output`` calls
+``caption_library``.
+
+    captioner caption ~/Pictures --output pictures.jsonl --write-metadata sidecar --html review.html
+    captioner caption --from-list photos.txt --output captions.parquet --engine ray --ray-address auto
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from captioner.library.results import open_results
+
+
+@dataclass
+class LibraryJob:
+    """What one library run does; ``model`` holds ``api.Captioner``'s keyword arguments."""
+    paths: list[str]
+    output: str | None = None             # .jsonl or .parquet; None: records are only returned
+    model: dict = field(default_factory=dict)
+    batch_size: int = 16
+    workers: int = 0                      # local engine: image decoding processes
+    metadata: str | None = None           # "sidecar", "embed" or None
+    overwrite_metadata: bool = False
+    retry_errors: bool = False
+    html: str | None = None
+    engine: str = "local"                 # "local" or "ray"
+    ray_address: str | None = None        # None: a local Ray; "auto" or ray://host:port: a cluster
+    ray_cpus: int | None = None           # CPUs of a local Ray (None: all)
+    ray_workers: int | None = None        # actors in the pool (None: one per CPU, or per GPU)
+    num_gpus_per_worker: float = 0.0
+    progress: bool | None = None          # None: a bar when stderr is a terminal
+
+
+@dataclass
+class Summary:
+    total: int = 0            # paths asked for
+    skipped: int = 0          # already in the results file
+    captioned: int = 0
+    failed: int = 0
+    repaired: str = ""        # what opening the results file had to mend
+    records: list = field(default_factory=list)   # this run's records when there is no results file
+
+
+def caption_library(job: LibraryJob) -> Summary:
+    """Caption ``job.paths`` into ``job.output``, skipping what is already there -> a summary."""
+    from tqdm import tqdm
+
+    if job.engine not in ("local", "ray"):
+        raise ValueError(f"--engine {job.engine}: choose local or ray")
+    if job.engine == "ray" and not job.output:
+        raise ValueError("--engine ray needs --output FILE (.jsonl or .parquet)")
+    if job.metadata:   # fail on a missing ExifTool before any work (and before any Ray actor starts)
+        from captioner.library.metadata import check
+
+        check(job.metadata)
+    summary = Summary(total=len(job.paths))
+    store = open_results(job.output, job.retry_errors) if job.output else None
+    try:
+        todo = store.pending(job.paths) if store else list(job.paths)
+        summary.skipped, summary.repaired = len(job.paths) - len(todo), store.repaired if store else ""
+        show = sys.stderr.isatty() if job.progress is None else job.progress
+        bar = tqdm(total=len(todo), unit="photo", disable=not show or not todo, file=sys.stderr,
+                   dynamic_ncols=True, smoothing=0.1)
+        if job.engine == "ray":
+            from captioner.library.ray_engine import ray_batches
+
+            batches = ray_batches(todo, job)
+        else:
+            batches = _local_batches(todo, job)
+        for recs in batches:
+            if store:
+                store.append(recs)
+            else:
+                summary.records += recs
+            failed = sum("error" in r for r in recs)
+            summary.failed += failed
+            summary.captioned += len(recs) - failed
+            bar.update(len(recs))
+        bar.close()
+        if job.html:
+            from captioner.library.report import write_report
+
+            write_report(store.records() if store else summary.records, job.html)
+    finally:
+        if store:
+            store.close()
+    return summary
+
+
+def _local_batches(paths: list[str], job: LibraryJob):
+    if not paths:
+        return
+    from captioner.library.labeller import Labeller
+
+    labeller = Labeller(job.model, job.metadata, job.overwrite_metadata)
+    try:
+        yield from labeller(paths, job.batch_size, min(job.workers, max(len(paths) - 1, 0)))
+    finally:
+        labeller.close()
+
+
+def metadata_from_results(results: str, mode: str, overwrite: bool = False, progress: bool | None = None) -> dict:
+    """``captioner write-metadata RESULTS sidecar|embed``: each captioned photo's alt text (and long
+    description) from a results file into its metadata, without captioning again; a photo whose
+    metadata already says exactly that is not touched, so a rerun writes only what changed.
+    -> counts by status, and the failures (path: why)."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from captioner.library.metadata import MetadataError, MetadataWriter, check
+
+    check(mode)
+    if not Path(results).exists():
+        raise ValueError(f"{results}: no such results file")
+    with open_results(results) as store:
+        recs = [r for r in store.records() if "error" not in r]
+    counts = {"written": 0, "unchanged": 0, "kept existing description": 0, "failed": 0}
+    failures = []
+    show = sys.stderr.isatty() if progress is None else progress
+    with MetadataWriter(mode, overwrite) as writer:
+        for r in tqdm(recs, unit="photo", disable=not show, file=sys.stderr):
+            try:
+                status = writer.write_record(r)["metadata"]["status"]
+            except MetadataError as e:
+                status = "failed"
+                failures.append(str(e))
+            counts[status] = counts.get(status, 0) + 1
+    return {"photos": len(recs), **counts, "failures": failures}
+
+
+def describe(summary: Summary, output: str | None) -> str:
+    """One line for the terminal."""
+    where = f" in {output}" if output else ""
+    parts = [f"{summary.captioned} captioned", f"{summary.failed} failed"]
+    if summary.skipped:
+        parts.append(f"{summary.skipped} already{where}, skipped")
+    return f"{summary.total} photos: " + ", ".join(parts)
+
+
+def resolve_inputs(paths: list[str], from_list: str | None) -> list[str]:
+    """The command line's PATHS and ``--from-list`` -> the photos, folders walked recursively."""
+    from captioner.images import expand_inputs, read_path_list
+
+    items = list(paths) + (read_path_list(from_list) if from_list else [])
+    if not items:
+        raise ValueError("no photos given: name files, folders or globs, or --from-list FILE")
+    return expand_inputs(items)
+

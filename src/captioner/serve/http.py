@@ -1,0 +1,186 @@
+"""HTTP API: ``captioner serve [--host H] [--port N]``.
+
+    POST /caption          multipart field ``image``            -> {"caption", "alt_text", "kind", "text", "long_description", ..., "seconds"}
+                           query: beam_size, n_best, read_text (auto|always|never), gender_neutral, max_chars
+    POST /caption/batch    multipart fields ``images`` (1..32)  -> {"results": [{"filename", "caption" | "error"}]}
+    GET  /health           -> {"status": "ok", ...}
+    GET  /docs, /openapi.json
+
+The model is loaded once at start-up and shared; requests are captioned one at a time
+(the encoder already uses every core).  Uploads over ``--max-upload-mb`` are refused with
+413 before they are read in full; a non-image or corrupt upload gets a 4xx JSON error.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import threading
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from captioner.api import Captioner
+from captioner.images import ImageError, open_image
+from captioner import wording
+from captioner.runtime import DEVICE_HELP
+
+MAX_BATCH = 32
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class LimitUploadSize:
+    """ASGI middleware: 413 for bodies over ``max_bytes``, by Content-Length up front or by
+    counting a streamed body, so an oversized upload is never buffered whole."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            # read (and drop) the body before answering, up to a cap: a client still sending when
+            # the connection closes would see a reset instead of the 413
+            drained = 0
+            while drained <= 8 * self.max_bytes:
+                msg = await receive()
+                if msg["type"] != "http.request":
+                    break
+                drained += len(msg.get("body", b""))
+                if not msg.get("more_body"):
+                    break
+            return await self._reject(send)
+        received, started = 0, False
+
+        async def counting_receive():
+            nonlocal received
+            msg = await receive()
+            if msg["type"] == "http.request":
+                received += len(msg.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return msg
+
+        async def tracking_send(msg):
+            nonlocal started
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send):
+        body = json.dumps({"detail": f"upload too large (limit {self.max_bytes} bytes)"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(captioner: Captioner | None = None, model_path: str | None = None,
+               max_upload_bytes: int = 10 * 2**20, device: str = "cpu", options: dict | None = None):
+    """``options``: the Captioner's defaults for text and wording (read_text, gender_neutral, max_chars)."""
+    state = {"captioner": captioner}
+    lock = threading.Lock()
+
+    def get() -> Captioner:
+        if state["captioner"] is None:  # loaded once, on first need (start-up loads it eagerly)
+            state["captioner"] = Captioner(model_path, device=device, **(options or {}))
+        return state["captioner"]
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        get()  # load the model before the first request, once
+        yield
+
+    app = FastAPI(title="captioner", version="0.1.0", lifespan=lifespan,
+                  description="Describe photos in English sentences. Upload an image, get a caption.")
+
+    def _caption(data: bytes, name: str, beam_size: int, n_best: int, opts: dict):
+        if not data:
+            raise ImageError(f"{name}: empty file")
+        img = open_image(io.BytesIO(data), name)
+        with lock:
+            t0 = time.perf_counter()
+            cap = get().caption(img, beam_size=beam_size, n_best=n_best, **opts)
+        return {**cap.to_dict(), "seconds": round(time.perf_counter() - t0, 3)}
+
+    def _wording(read_text, gender_neutral, max_chars) -> dict:
+        return {"read_text": read_text, "gender_neutral": gender_neutral, "max_chars": max_chars}
+
+    @app.get("/health")
+    def health():
+        c = get()
+        return {"status": "ok", "model": c.path.name, "device": str(c.device), "encoder": c.model.cfg.encoder,
+                "decoder": c.model.cfg.decoder, "vocabulary": len(c.vocab), "backend": c.backend,
+                "precision": c.precision}
+
+    read_q = Query(None, pattern="^(auto|always|never)$",
+                   description="read the text in the image: auto (not for photos), always, never; default: the server's")
+    neutral_q = Query(None, description="gender-neutral wording; default: the server's")
+    chars_q = Query(None, ge=20, le=2000, description="longest alt text in characters; default: the server's (125)")
+
+    @app.post("/caption")
+    async def caption(image: UploadFile = File(..., description="the photo (JPEG, PNG, WebP, GIF, BMP, TIFF)"),
+                      beam_size: int = Query(3, ge=1, le=10), n_best: int = Query(1, ge=1, le=10),
+                      read_text: str | None = read_q, gender_neutral: bool | None = neutral_q,
+                      max_chars: int | None = chars_q):
+        data = await image.read()
+        try:
+            return await run_in_threadpool(_caption, data, image.filename or "image", beam_size, n_best,
+                                           _wording(read_text, gender_neutral, max_chars))
+        except ImageError as e:
+            raise HTTPException(status_code=400, detail=str(e)) from None
+
+    @app.post("/caption/batch")
+    async def caption_batch(images: list[UploadFile] = File(..., description=f"1 to {MAX_BATCH} photos"),
+                            beam_size: int = Query(3, ge=1, le=10), n_best: int = Query(1, ge=1, le=10),
+                            read_text: str | None = read_q, gender_neutral: bool | None = neutral_q,
+                            max_chars: int | None = chars_q):
+        if len(images) > MAX_BATCH:
+            raise HTTPException(status_code=413, detail=f"at most {MAX_BATCH} images per batch")
+        results = []
+        for up in images:
+            name = up.filename or "image"
+            try:
+                results.append({"filename": name, **await run_in_threadpool(
+                    _caption, await up.read(), name, beam_size, n_best,
+                    _wording(read_text, gender_neutral, max_chars))})
+            except ImageError as e:
+                results.append({"filename": name, "error": str(e)})
+        return {"results": results}
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):  # never a bare 500 page
+        return JSONResponse(status_code=500, content={"detail": f"internal error: {type(exc).__name__}"})
+
+    return LimitUploadSize(app, max_upload_bytes), app
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    ap.add_argument("--port", type=int, default=8000, help="port to listen on")
+    ap.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
+    ap.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted request body, in MB")
+    ap.add_argument("--device", default="auto", help=DEVICE_HELP)
+    wording.add_arguments(ap, per_request=True)
+
+
+def main(args) -> int:
+    import uvicorn
+
+    options = {"read_text": args.read_text, "gender_neutral": args.gender_neutral, "max_chars": args.max_chars}
+    asgi, _ = create_app(model_path=args.model, max_upload_bytes=int(args.max_upload_mb * 2**20), device=args.device,
+                         options=options)
+    uvicorn.run(asgi, host=args.host, port=args.port, log_level="info")
+    return 0
