@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from captioner.api import Captioner, _numpy, _sequence
+from captioner.api import Captioner, _sequence
 from captioner.search import generate
 from captioner.training.data import load_dataset
 from captioner.training.metrics import score_all
@@ -60,18 +60,20 @@ def timed(fn, repeats: int):
     return out, statistics.median(times)
 
 
-def peak_library_run(backend: str, paths: list[Path]) -> float:
+def peak_library_run(backend: str, precision: str, paths: list[Path]) -> float:
     """Peak RSS (MB) of ``captioner caption --output`` over ``paths`` in a fresh process."""
     with tempfile.TemporaryDirectory() as d:
         lst = Path(d) / "list.txt"
         lst.write_text("\n".join(map(str, paths)))
-        code = ("import resource, sys; from captioner.cli import main; "
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork and exec
+        code = ("import sys; from captioner.cli import main; "
                 f"rc = main(['caption', '--from-list', {str(lst)!r}, '--output', {str(Path(d) / 'out.jsonl')!r}, "
-                f"'--backend', {backend!r}, '--precision', 'fp32']); "
-                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); sys.exit(rc)")
+                f"'--backend', {backend!r}, '--precision', {precision!r}]); "
+                "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
+                "print(int(hwm) / 1024); sys.exit(rc)")
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"CAPTIONER_CACHE": d,
                            **{k: v for k, v in __import__("os").environ.items() if k != "CAPTIONER_CACHE"}})
-        if p.returncode != 0:
+        if p.returncode not in (0, 1):   # 1: some photo failed, which the run reports and survives
             raise SystemExit(p.stderr[-2000:])
         return float(p.stdout.strip().splitlines()[-1])
 
@@ -84,22 +86,27 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each back-end, alternating")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--skip-memory", action="store_true", help="skip the library-run peak memory")
+    ap.add_argument("--backends", default="onnx,torch",
+                    help="comma-separated: onnx, torch, onnx-int8 (the int8 step); each compared with the first")
     ap.add_argument("--out", default=None, help="write the figures as JSON")
     args = ap.parse_args()
     ds = load_dataset(str(SHARED))
     names = ds.images("test")[:args.n]
     paths = [ds.image_dir / n for n in names]
     refs = ds.references("test")
-    caps = {b: Captioner(backend=b, precision="fp32") for b in ("onnx", "torch")}
+    specs = {"onnx": ("onnx", "fp32"), "torch": ("torch", "fp32"), "onnx-int8": ("onnx", "int8")}
+    names_b = args.backends.split(",")
+    caps = {b: Captioner(backend=specs[b][0], precision=specs[b][1]) for b in names_b}
     res = {"images": len(paths), "backends": {}}
 
     # 1. the same answers
     out = {}
     for b, cap in caps.items():
         out[b] = product(cap, paths, args.batch_size)
-        scores = score_all({n: c.words for n, c in zip(names, out[b])}, {n: refs[n] for n in names})
+        scores = score_all([c.words for c in out[b]], [refs[n] for n in names])
         res["backends"][b] = {"BLEU-4": scores["BLEU-4"], "CIDEr-D": scores["CIDEr-D"]}
-    res["agreement"] = compare(out["onnx"], out["torch"])
+    first = names_b[0]
+    res["agreement"] = {b: compare(out[first], out[b]) for b in names_b[1:]}
     nb = {b: cap.caption(str(paths[0]), n_best=3) for b, cap in caps.items()}
     res["n_best"] = {b: [t for t, _ in c.beams] for b, c in nb.items()}
     res["attention_shape"] = {b: list(c.attention.shape) for b, c in nb.items()}
@@ -134,7 +141,7 @@ def main() -> None:
         f = grids[b][0]
         state, memory = cap.decoding.decoder.init_state(f)
         xp_rows = np.repeat(np.arange(f.shape[0]), 3)
-        if b == "torch":
+        if specs[b][0] == "torch":
             import torch
 
             rows = torch.as_tensor(xp_rows)
@@ -148,12 +155,29 @@ def main() -> None:
             step()
         _, t = timed(step, 50)
         r["step_ms_16x3"] = round(1000 * t, 3)
+        # where the search spends its time: the share of the decoder-alone time inside step()
+        dec, inside = cap.decoding.decoder, [0.0]
+        plain_step = dec.step
+
+        def counted(*a):
+            t0 = time.perf_counter()
+            out = plain_step(*a)
+            inside[0] += time.perf_counter() - t0
+            return out
+
+        dec.step = counted
+        t0 = time.perf_counter()
+        for f in grids[b]:
+            generate(cap.decoding, f, 3, no_repeat_ngram=cap.no_repeat_ngram)
+        total = time.perf_counter() - t0
+        dec.step = plain_step
+        r["decoder_share_in_step"] = round(inside[0] / total, 3)
     print(json.dumps(res["backends"], indent=1), flush=True)
 
     # 3. peak memory of a library run
     if not args.skip_memory:
         for b in caps:
-            res["backends"][b]["library_run_peak_rss_mb"] = round(peak_library_run(b, paths), 1)
+            res["backends"][b]["library_run_peak_rss_mb"] = round(peak_library_run(*specs[b], paths), 1)
         print({b: res["backends"][b]["library_run_peak_rss_mb"] for b in caps})
     res["this_process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.out:

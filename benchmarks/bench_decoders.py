@@ -32,9 +32,9 @@ def main():
     ap.add_argument("--beam-size", type=int, default=3, help="beam size")
     ap.add_argument("--reps", type=int, default=3, help="timed passes per decoder (the median counts)")
     args = ap.parse_args()
-    cap = Captioner()
+    cap = Captioner(backend="torch")   # the decoders are compared as torch modules
     paths = sorted(Path(args.images).glob("*.jpg"))[:args.n]
-    x = torch.stack([cap.preprocess(open_image(p)) for p in paths])
+    x = torch.stack([torch.from_numpy(cap.preprocess(open_image(p))) for p in paths])
     t = time.perf_counter()
     with torch.inference_mode():
         grids = [cap.encode_images(x[i:i + 16]) for i in range(0, len(x), 16)]

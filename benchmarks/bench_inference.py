@@ -13,6 +13,9 @@
      process, as ``captioner caption`` runs them
 
     python benchmarks/bench_inference.py --images ../shared/flickr8k/Images --n 256
+
+Since issue 22 this runs on the torch back-end (its sections 2 and 3 compare PyTorch variants); the
+torch-free path against it is ``bench_backends.py``.
 """
 from __future__ import annotations
 
@@ -164,13 +167,13 @@ def main():
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, python {platform.python_version()}")
     paths = sorted(Path(args.images).glob("*.jpg"))[:args.n]
-    cap = Captioner(args.model, beam_size=3)
+    cap = Captioner(args.model, beam_size=3, backend="torch")
     print(f"default back-end: encoder {cap.backend}, decoder {cap.precision}, "
           f"no-repeat n-gram {cap.no_repeat_ngram}")
     if args.latency_only:
         cap.caption(paths[0])  # warm-up
         return latency(cap, paths, args)
-    x = torch.stack([cap.preprocess(open_image(p)) for p in paths])
+    x = torch.stack([torch.from_numpy(cap.preprocess(open_image(p))) for p in paths])
     encoder_only(cap.encode_images, x[:16])  # warm-up
 
     print("\n## 1. batch captioning vs encoder alone")
@@ -191,7 +194,7 @@ def main():
     t_w = timed(lambda: list(cap.caption_paths(paths, batch_size=bs, workers=w)), 1)
     print(f"  for comparison: caption_paths with {w} workers: {len(paths) / t_w:.1f} images/s")
     if cap.precision == "bf16":
-        fp32 = Captioner(args.model, beam_size=3, backend=cap.backend, precision="fp32")
+        fp32 = Captioner(args.model, beam_size=3, backend="torch", precision="fp32")
         t_d32 = timed(lambda: [generate(fp32.model, g, 3) for g in grids], 2)
         print(f"  for comparison: beam-3 decoder alone in fp32: {len(paths) / t_d32:.1f} images/s")
 
@@ -212,20 +215,20 @@ def main():
     print("\n## 3. encoder variants (same images, batch 16)")
     import copy
 
-    from captioner.runtime import OnnxEncoder, TorchEncoder, onnxruntime_available
+    from captioner.backends.onnx import OnnxModel
 
     sub = x[:64]
     enc = copy.deepcopy(cap.model.encoder).to(memory_format=torch.contiguous_format)
     variants = {"eager fp32 (contiguous)": lambda b: enc(b.contiguous())}
-    cl = TorchEncoder(copy.deepcopy(enc))
-    variants["channels-last fp32"] = cl
-    enc_bf16 = copy.deepcopy(cl.encoder).to(torch.bfloat16)
+    enc_cl = copy.deepcopy(enc).to(memory_format=torch.channels_last)
+    variants["channels-last fp32"] = lambda b: enc_cl(b.contiguous(memory_format=torch.channels_last))
+    enc_bf16 = copy.deepcopy(enc_cl).to(torch.bfloat16)
     variants["channels-last bf16 (not used: features drift ~7 %)"] = lambda b: enc_bf16(
         b.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
-    if onnxruntime_available():
-        variants["ONNX Runtime fp32"] = OnnxEncoder(enc)
+    onnx_model = OnnxModel(args.model)
+    variants["ONNX Runtime fp32"] = lambda b: torch.from_numpy(onnx_model.encode(b.numpy()))
     if not args.skip_compile:
-        compiled = torch.compile(cl.encoder)
+        compiled = torch.compile(enc_cl)
         variants["torch.compile channels-last fp32"] = lambda b: compiled(b.contiguous(memory_format=torch.channels_last))
     with torch.inference_mode():
         ref = enc(sub[:16])

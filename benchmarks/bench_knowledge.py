@@ -14,9 +14,10 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from captioner.api import Captioner
+from captioner.api import Captioner, _sequence
 from captioner.knowledge.confidence import expected_calibration_error, reliability, risk_coverage
 from captioner.training.calibrate import per_image_quality
 from captioner.training.data import load_dataset, tokenize
@@ -73,12 +74,12 @@ def guided_everywhere(cap: Captioner, paths) -> list[str | None]:
     and maps to a word the caption lacks, in domain or not."""
     kn, out = cap.knowledge, []
     for i in range(0, len(paths), 16):
-        x = torch.stack([cap.preprocess(open_image(p)) for p in paths[i:i + 16]])
+        x = np.stack([cap.preprocess(open_image(p)) for p in paths[i:i + 16]])
         with torch.inference_mode():
             g = cap._grids(x)[0]
-            feats = g.flatten(2).transpose(1, 2)
+            feats = _sequence(g)
             probs, _, _ = kn.assess(g.mean((2, 3)))
-            req = kn.candidates(probs, torch.ones(len(probs), dtype=torch.bool))
+            req = kn.candidates(probs, np.ones(len(probs), dtype=bool))
             if any(req):
                 plain, guided = generate(cap.decoding, feats, cap.beam_size, no_repeat_ngram=cap.no_repeat_ngram,
                                          required=req, also_unconstrained=True)
@@ -98,10 +99,10 @@ def sweep(cap: Captioner, ds) -> list[dict]:
     refs = ds.references("dev")
     rows = []
     for i in range(0, len(names), 32):
-        x = torch.stack([cap.preprocess(open_image(ds.image_dir / n)) for n in names[i:i + 32]])
+        x = np.stack([cap.preprocess(open_image(ds.image_dir / n)) for n in names[i:i + 32]])
         with torch.inference_mode():
             g = cap._grids(x)[0]
-            feats = g.flatten(2).transpose(1, 2)
+            feats = _sequence(g)
             probs, _, in_dom = kn.assess(g.mean((2, 3)))
             # every mappable top class, whatever its probability or the domain: filtered below
             req = [set(kn.tagger.words[c]) if kn.tagger.words[c] else None for c in probs.argmax(1).tolist()]

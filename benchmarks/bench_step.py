@@ -33,8 +33,8 @@ def main() -> None:
     args = ap.parse_args()
     names = (SHARED / "Flickr8k_text" / "Flickr_8k.testImages.txt").read_text().split()[:args.n]
     paths = [SHARED / "Images" / n for n in names]
-    cap = Captioner(precision="fp32")
-    dec = cap.model.decoder
+    cap = Captioner(precision="fp32", backend="torch")   # the torch decoder's plain and fused steps
+    dec = cap.model.model.decoder
     if not hasattr(dec, "fuse_for_inference"):
         raise SystemExit(f"the {cap.model.cfg.decoder} decoder has no fused step")
     with torch.inference_mode():

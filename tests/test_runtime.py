@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from captioner.search import block_repeats, generate
-from captioner.training.encoders import build_encoder
 from captioner.training.model import CaptionModel, ModelConfig
 from captioner.backends.torch import Bf16LSTMCell, bf16_matmuls, resolve_precision
 from test_model import VOCAB

@@ -67,6 +67,9 @@ def jpeg(size=(120, 90), colour=(200, 120, 40)):
 def test_health_and_openapi(server):
     h = json.loads(urllib.request.urlopen(server + "/health").read())
     assert h["status"] == "ok" and h["vocabulary"] > 100
+    from captioner import modelfile
+
+    assert h["version"] == modelfile.read().version["weights"] and h["backend"] == "onnx"   # the shipped file's digest
     spec = json.loads(urllib.request.urlopen(server + "/openapi.json").read())
     assert "/caption" in spec["paths"] and "/caption/batch" in spec["paths"]
 

@@ -140,3 +140,34 @@ def test_exported_step_gives_the_torch_captions(tmp_path, decoder):
         for a, b in zip(hs_o, hs_t):
             assert abs(a.score - b.score) < 1e-4
             assert (a.attention is None) == (b.attention is None)
+    # the int8 step (--precision int8): the same interface, scores near the fp32 ones
+    q = generate(OnnxModel(path, threads=1, precision="int8"), feats.numpy(), 3)
+    assert len(q) == 3 and all(hs and abs(hs[0].score - w[0].score) < 0.5 for hs, w in zip(q, want))
+
+
+def test_shipped_model_is_one_versioned_file_both_back_ends_read():
+    torch = pytest.importorskip("torch")
+    from captioner import modelfile
+    from captioner.training import checkpoint, export
+
+    mf = modelfile.read()
+    assert mf.path.stat().st_size <= 40_000_000
+    assert set(mf.graphs) == {"encoder", "init", "step", "step_int8"} and mf.knowledge_info is not None
+    model, _, _ = checkpoint.load_model()                  # the torch back-end reads the same tensors
+    assert export.versions(model) == mf.version            # the version is the digest of these weights
+    assert torch.is_tensor(next(model.parameters()))
+
+
+def test_both_back_ends_give_the_same_answers_on_the_bundled_images():
+    pytest.importorskip("torch")
+    from captioner.api import Captioner
+
+    photos = sorted(str(p) for p in (PKG / "examples").iterdir() if p.suffix in (".jpg", ".png"))
+    a = Captioner(backend="onnx").caption(photos, n_best=3)
+    b = Captioner(backend="torch", precision="fp32").caption(photos, n_best=3)
+    for x, y in zip(a, b):
+        assert (x.text, x.alt_text, x.in_domain, x.kind, x.guided) == (y.text, y.alt_text, y.in_domain, y.kind, y.guided)
+        assert [t for t, _ in x.beams] == [t for t, _ in y.beams]
+        assert [t.name for t in x.tags] == [t.name for t in y.tags]
+        assert abs(x.confidence - y.confidence) < 1e-4 and abs(x.score - y.score) < 1e-4
+        assert x.attention.shape == y.attention.shape and abs(x.attention - y.attention).max() < 1e-3

@@ -103,6 +103,7 @@ class Captioner:
             if (m.preprocess.mean, m.preprocess.std) != (self.preprocess.mean, self.preprocess.std):
                 raise ValueError(f"{p}: its input normalisation differs from {paths[0] or 'the shipped model'}'s")
         self.backend = self.model.name
+        self.version = self.model.version     # the first model file's weights digest (None: a training checkpoint)
         self.device = getattr(self.model, "device", "cpu")
         self.precision = getattr(self.model, "precision", "fp32")
         self.sizes = sorted({m.preprocess.size for m in self.members})

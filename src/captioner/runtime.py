@@ -8,8 +8,9 @@
     the bf16 decoder on CPUs with AMX.
   * ``auto`` (default) - ``torch`` where a CUDA or MPS device or bf16 is asked for, else ``onnx``.
 
-``precision`` (the torch back-end's decoder; ONNX Runtime runs fp32): ``auto``, ``fp32`` or ``bf16``
-(``backends/torch.py``).  The caption-quality cost of each choice is measured in docs/speed.md.
+``precision`` of the decoder: ``auto`` (fp32, or bf16 on the torch back-end on CPUs with AMX), ``fp32``,
+``bf16`` (torch back-end, ``backends/torch.py``) or ``int8`` (ONNX Runtime's dynamically quantised step,
+``backends/onnx.py``).  The caption-quality cost of each choice is measured in docs/speed.md.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ BACKENDS = ("auto", "onnx", "torch")
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
 DEVICE_HELP = ("auto (the GPU where onnxruntime-gpu is installed, else the CPU; with --backend torch: CUDA, else MPS, "
                "else CPU), cpu, cuda, cuda:N or mps")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 def cache_dir() -> Path:
@@ -47,13 +48,15 @@ def choose_backend(backend: str = "auto", device: str = "auto", precision: str =
     wants_torch = precision == "bf16" or dev.startswith("mps") or (dev.startswith("cuda") and not _ort_cuda())
     if backend == "auto":
         backend = "torch" if wants_torch else "onnx"
+    if backend == "torch" and precision == "int8":
+        raise ValueError("precision int8 runs on the onnx back-end (--backend onnx)")
     if backend == "onnx" and precision == "bf16":
         raise ValueError("precision bf16 runs on the torch back-end (--backend torch); ONNX Runtime runs fp32")
     if backend == "onnx" and wants_torch:
         raise ValueError(f"device {device}: ONNX Runtime here has no such provider (CUDA needs onnxruntime-gpu); "
                          "use --backend torch")
     if backend == "torch" and not torch_available():
-        raise ValueError(f"the torch back-end needs PyTorch: pip install 'captioner[train]' (or use --backend onnx)"
+        raise ValueError("the torch back-end needs PyTorch: pip install 'captioner[train]' (or use --backend onnx)"
                          + (f"; asked for by --device {device}" if dev not in ("auto", "cpu") else "")
                          + ("; asked for by --precision bf16" if precision == "bf16" else ""))
     return backend
@@ -72,7 +75,7 @@ def load_model(path=None, backend: str = "auto", device: str = "auto", precision
     if name == "onnx":
         from captioner.backends.onnx import OnnxModel
 
-        return OnnxModel(path, threads, ["CPUExecutionProvider"] if str(device).lower() == "cpu" else None)
+        return OnnxModel(path, threads, ["CPUExecutionProvider"] if str(device).lower() == "cpu" else None, precision)
     from captioner.backends.torch import TorchModel, resolve_device
 
     dev = resolve_device(device) if isinstance(device, str) else device
@@ -109,7 +112,8 @@ def add_arguments(ap) -> None:
                     help="onnx (ONNX Runtime, no torch), torch (PyTorch, for GPUs), or auto (torch only where a "
                          "GPU device or bf16 asks for it)")
     ap.add_argument("--precision", default="auto", choices=PRECISIONS,
-                    help="the torch back-end's decoder products: bf16 (fast on CPUs with AMX), fp32, or auto")
+                    help="decoder products: fp32, int8 (ONNX Runtime, quantised step), bf16 (torch back-end, fast on "
+                         "CPUs with AMX), or auto (fp32; bf16 on the torch back-end with AMX)")
     ap.add_argument("--no-repeat-ngram", type=int, default=DEFAULT_NO_REPEAT_NGRAM,
                     help="forbid repeating any n-gram of this length within a caption (0: off)")
     ap.add_argument("--no-guidance", action="store_true",

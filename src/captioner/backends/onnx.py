@@ -66,7 +66,7 @@ class OnnxModel:
 
     name = "onnx"
 
-    def __init__(self, path=None, threads: int | None = None, providers=None):
+    def __init__(self, path=None, threads: int | None = None, providers=None, precision: str = "fp32"):
         import onnxruntime as ort
 
         mf = modelfile.read(path)
@@ -75,6 +75,7 @@ class OnnxModel:
         graphs, io_spec, pre = _graphs(mf)
         self.preprocess = Preprocess(pre["size"], tuple(pre["mean"]), tuple(pre["std"]))
         self.digest = mf.version.get("encoder") or io_spec.get("encoder_digest")
+        self.version = mf.version.get("weights")    # the model file's version: a digest of its weights
         weights = mf.tensors()
         if io_spec.get("fused"):
             weights.update({FUSED_PREFIX + k: np.ascontiguousarray(v, np.float32)
@@ -82,10 +83,19 @@ class OnnxModel:
         available = ort.get_available_providers()
         self.providers = providers or (["CUDAExecutionProvider", "CPUExecutionProvider"]
                                        if "CUDAExecutionProvider" in available else ["CPUExecutionProvider"])
+        self.device = "cuda" if self.providers[0].startswith("CUDA") else "cpu"
         self._keep = []      # the OrtValues the sessions read their weights from must outlive them
+        # fp32, or int8: the step whose matrix products ONNX Runtime's dynamic quantisation made int8
+        # (training/export.py; docs/speed.md measures what it costs)
+        self.precision = "int8" if precision == "int8" else "fp32"
+        step = "step_int8" if self.precision == "int8" else "step"
+        if step not in graphs:
+            raise CheckpointError(f"{mf.path}: no int8 step in this model file; export it again "
+                                  "(python -m captioner.training.export) or use --precision fp32")
         external = io_spec.get("external", {})
-        self.sessions = {k: self._session(g, external.get(k, []), weights, threads) for k, g in graphs.items()}
-        self.decoder = OnnxDecoder(self.sessions["init"], self.sessions["step"], io_spec)
+        self.sessions = {k: self._session(graphs[k], external.get(k, []), weights, threads)
+                         for k in ("encoder", "init", step)}
+        self.decoder = OnnxDecoder(self.sessions["init"], self.sessions[step], io_spec)
 
     def _session(self, graph: bytes, names: list[str], weights: dict, threads):
         """A session for ``graph`` whose weights ``names`` are the file's tensors of those names."""

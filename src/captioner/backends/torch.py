@@ -139,7 +139,9 @@ class TorchModel:
         self.cfg = self.model.cfg
         p = self.model.preprocess
         self.preprocess = Preprocess(p.size, p.mean, p.std)
-        self.digest = modelfile.read(path).version.get("encoder") or checkpoint.weights_digest(self.model.encoder)
+        version = modelfile.read(path).version
+        self.digest = version.get("encoder") or checkpoint.weights_digest(self.model.encoder)
+        self.version = version.get("weights")
         self.encoder = self.model.encoder.to(memory_format=torch.channels_last)
         self.precision = resolve_precision(precision, device)
         if self.precision == "bf16":

@@ -121,7 +121,7 @@ def create_app(captioner: Captioner | None = None, model_path: str | None = None
     @app.get("/health")
     def health():
         c = get()
-        return {"status": "ok", "model": c.path.name, "device": str(c.device), "encoder": c.model.cfg.encoder,
+        return {"status": "ok", "model": c.path.name, "version": c.version, "device": str(c.device), "encoder": c.model.cfg.encoder,
                 "decoder": c.model.cfg.decoder, "vocabulary": len(c.vocab), "backend": c.backend,
                 "precision": c.precision}
 

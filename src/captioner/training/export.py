@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from captioner.backends.fused import FUSED_PREFIX, fused_tables
+from captioner.backends.fused import FUSED_PREFIX
 from captioner.search import generate
 from captioner.training import calibrate, checkpoint
 
@@ -95,6 +95,30 @@ def _strip(graph: bytes, rename: dict[str, str], available: dict[str, np.ndarray
     return g.SerializeToString()
 
 
+def _quantize(graph: bytes) -> bytes:
+    """ONNX Runtime's dynamic int8 quantisation of the step's matrix products (weights int8 per tensor,
+    activations quantised per call).  The fused word table (a Gather) stays fp32: it is a lookup, not a
+    product, and the file's own tensors rebuild it."""
+    import tempfile
+    from pathlib import Path
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        src, dst = Path(d) / "step.onnx", Path(d) / "step_int8.onnx"
+        src.write_bytes(graph)
+        import logging
+
+        level = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)   # "consider pre-processing": not for this graph
+        try:
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        finally:
+            logging.getLogger().setLevel(level)
+        return dst.read_bytes()
+
+
 def graphs(model, strip: bool = True) -> tuple[dict[str, bytes], dict]:
     """-> (ONNX graphs "encoder", "init", "step" with the weights as references to the model file's
     tensor names, their layout: state and memory counts, attention, fused tables and, per graph, the
@@ -145,8 +169,11 @@ def graphs(model, strip: bool = True) -> tuple[dict[str, bytes], dict]:
                 dynamic[f"memory_{j}"] = {0: "images", 1: "cells"}
     if has_alpha:
         dynamic["alpha"] = {0: "rows", 1: "cells"}
-    out["step"] = _strip(_export(step, args, ["words", *n_in], step_out, dynamic), rename_dec, available,
-                         external["step"])
+    raw_step = _export(step, args, ["words", *n_in], step_out, dynamic)
+    out["step"] = _strip(raw_step, rename_dec, available, external["step"])
+    # the int8 step (--precision int8): its quantised weights live in the graph, the rest in the file
+    external["step_int8"] = []
+    out["step_int8"] = _strip(_quantize(raw_step), rename_dec, available, external["step_int8"])
     enc_names = {k: f"encoder.{k}" for k in model.encoder.state_dict()}
     enc_avail = {f"encoder.{k}": v.detach().cpu().numpy() for k, v in model.encoder.state_dict().items()} if strip else {}
     out["encoder"] = _strip(_export(model.encoder, (torch.zeros(1, 3, size, size),), ["images"], ["grid"],
