@@ -75,6 +75,8 @@ sys.exit(main(["caption", {str(PHOTO)!r}]))
     assert "Egyptian cat" in p.stdout
     p = run_blocked(code.replace('"caption", ', '"caption", "--backend", "torch", '))
     assert p.returncode != 0 and "captioner[train]" in p.stderr and "Traceback" not in p.stderr
+    p = run_blocked('import sys\nfrom captioner.cli import main\nsys.exit(main(["train", "--epochs", "1"]))')
+    assert p.returncode == 2 and "captioner[train]" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_no_inference_module_imports_training_or_torch_at_module_level():

@@ -123,6 +123,11 @@ def _app_arguments(p):
 
 
 def _app(args) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("streamlit") is None:
+        print("captioner app: needs Streamlit: pip install 'captioner[app]'", file=sys.stderr)
+        return 2
     from captioner.serve.app import launch  # imports streamlit only when the app is asked for
 
     return launch(args)
