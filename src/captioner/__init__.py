@@ -1,10 +1,11 @@
-"""captioner: describe photos in English sentences.
+"""captioner: describe images in English sentences, for alt text.
 
-Map: data.py (datasets, splits, tokens) - vocab.py - encoders.py (CNNs + preprocessing) -
-model.py (config, LSTM decoders) - decode.py (greedy/beam) - metrics.py (BLEU, ROUGE-L,
-CIDEr-D) - checkpoint.py (safetensors files) - features.py (feature cache) - train.py -
-evaluate.py - api.py (Captioner, load) - images.py (safe image opening) - plots.py - cli.py;
-kind.py (what kind of image) - ocr.py (the text in it) - alttext.py - wording.py.
+Two wings.  Inference (no torch): api.py (Captioner, load) - modelfile.py (reads model files) -
+runtime.py (back-end chosen once) - backends/ (onnx: the default; torch: for GPUs) - search.py (greedy,
+beam, guided, ensemble search over a step()) - preprocess.py - images.py - knowledge/ (tags, domain,
+confidence, kind, ocr, alttext) - library/ (photo-library runs) - serve/ (HTTP API, app) - cli.py.
+Training (torch, the [train] extra): training/ (data, model, encoders, stages, train, scst, distributed,
+evaluate, metrics, calibrate, export: the bridge that writes what the inference wing reads).
 
 Nothing is sent anywhere: ONNX Runtime's telemetry (a device id and usage event written under
 ~/.cache/Microsoft on every run, queued for upload) is switched off here, before any module of the

@@ -7,10 +7,10 @@
         ...
     model, preprocess = captioner.load(with_preprocess=True)   # CLIP-style
 
-Every Caption also says what the model knows of its limits (``knowledge.py``, stored in the
+Every Caption also says what the model knows of its limits (``knowledge/bundle.py``, stored in the
 model file): ``in_domain``, ``confidence``, ``tags``, ``guided`` (the word a guided caption was
 required to contain) and ``alt_text`` (``alttext.py``); what kind of image it is (``kind``: photo,
-screenshot, document, chart, drawing; ``kind.py``), the text read in it (``image_text``, ``"text"`` in records; ``ocr.py``) and a
+screenshot, document, chart, drawing; ``knowledge/kind.py``), the text read in it (``image_text``, ``"text"`` in records; ``knowledge/ocr.py``) and a
 ``long_description``.  Text is read where the kind says it pays (``read_text="auto"``: every image
 not classed a photo), on every image (``"always"``) or never (``"never"``).
 """

@@ -1,5 +1,5 @@
 """The one preprocessing: an image -> the float32 array [3, size, size] an encoder reads.  numpy and
-PIL only (no torch), so the ONNX Runtime path and the PyTorch path (``encoders.Preprocess``, which
+PIL only (no torch), so the ONNX Runtime path and the PyTorch path (``training/encoders.Preprocess``, which
 wraps this) read the same numbers.
 
 The image is resized to a fixed square *without cropping* (bicubic): the Flickr8k copies are already

@@ -1,5 +1,5 @@
 """The text recommended for an image's alt attribute, from a caption and what the model knows of
-its own limits (``knowledge.py``).  Pure string logic, so every entry point says the same thing.
+its own limits (``bundle.py``).  Pure string logic, so every entry point says the same thing.
 
   * in domain, confidence >= 0.5 (the caption is more likely acceptable than not): the caption,
     as a sentence;

@@ -10,7 +10,7 @@ All of it is computed by ``calibrate.py`` when a model is calibrated or exported
 into the model file as ``knowledge.*`` tensors plus a ``knowledge`` JSON entry in its header;
 loading reads it back and never recomputes anything.
 
-Guided captions (constrained beam search, ``decode.py``) are used only where measurement on the
+Guided captions (constrained beam search, ``search.py``) are used only where measurement on the
 dev split found them honest and harmless: the photo is in domain, its top ImageNet class has
 probability >= 0.5 and maps to a vocabulary word the unguided caption does not already contain
 (nor a broader word for it), and the decoder itself finds the guided caption nearly as likely as

@@ -1,5 +1,5 @@
 """Calibrate a model file: compute what the model knows of its own limits and store it in the
-file (``knowledge.py``), so that loading it never recomputes anything.
+file (``knowledge/bundle.py``), so that loading it never recomputes anything.
 
     python -m captioner.training.calibrate runs/main/export_fp16.safetensors [--data ../shared/flickr8k]
     python -m captioner.training.export runs/main/best.safetensors     # exports, then runs this

@@ -8,7 +8,7 @@ over the target, so a crash or a full disk never leaves a half-written checkpoin
 Loading accepts only safetensors: a pickle (``torch.save``) file is refused unread.
 
 A calibrated model file also holds what the model knows of its own limits (ImageNet head,
-out-of-domain statistics, confidence calibration; ``knowledge.py``) as ``knowledge.*`` tensors
+out-of-domain statistics, confidence calibration; ``knowledge/bundle.py``) as ``knowledge.*`` tensors
 and a ``knowledge`` JSON header entry, added by ``save_knowledge``.
 
 Training state for ``--resume`` (optimizer moments, epoch, history, RNG) is a second

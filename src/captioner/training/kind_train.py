@@ -1,4 +1,4 @@
-"""Fit the kind classifier (``kind.py``) on the labelled set of ``tools/kind_dataset.py`` and write
+"""Fit the kind classifier (``knowledge/kind.py``) on the labelled set of ``tools/kind_dataset.py`` and write
 ``weights/kind.safetensors``.
 
     python tools/kind_dataset.py --out runs/kinds

@@ -14,7 +14,7 @@ Decoders
 ``step(words, state, memory)`` advances every row of a batch by one word and returns
 logits, the new state and the attention weights.  Memory (the image grid and its projected
 keys) is kept once per image; rows are image-major groups of K (beams or samples).  Teacher forcing, greedy and beam search
-(``decode.py``) all call it, so there is one code path for training and inference.
+(``search.py``) all call it, so there is one code path for training and inference.
 """
 from __future__ import annotations
 
