@@ -138,7 +138,7 @@ def compare_scores(cap: Captioner, ds, ood_paths) -> list[dict]:
     import torch.nn.functional as F
 
     def pooled(paths):
-        return torch.stack([p for _, p in cap.pooled_features(paths)])
+        return torch.as_tensor(np.stack([p for _, p in cap.pooled_features(paths)]))   # numpy since issue 22
 
     X = pooled([ds.image_dir / n for n in ds.images("train")])
     dev, test = (pooled([ds.image_dir / n for n in ds.images(s)]) for s in ("dev", "test"))
