@@ -17,11 +17,11 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from captioner import modelfile
+from captioner.runtime import cache_dir
 from captioner.backends.fused import FUSED_PREFIX, fused_tables
 from captioner.modelfile import CheckpointError
 from captioner.preprocess import Preprocess
@@ -41,10 +41,6 @@ class Config:
     def from_dict(cls, d: dict) -> "Config":
         return cls(d["vocab_size"], d.get("max_len", 30), d.get("decoder", "attention"), d.get("encoder", ""),
                    d.get("image_size", 224), d.get("feature_dim", 0))
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("CAPTIONER_CACHE", Path.home() / ".cache" / "captioner"))
 
 
 def session_options(threads: int | None):

@@ -13,7 +13,6 @@ straight from ``captioner train`` (cached; ``backends/onnx.py``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import warnings
 
@@ -189,11 +188,7 @@ def graphs(model, strip: bool = True) -> tuple[dict[str, bytes], dict]:
 def versions(model) -> dict:
     """Short digests of the weights: the encoder's (names its ONNX export, picks the kind
     classifier) and the whole model's (the version of a model file)."""
-    h = hashlib.sha1()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
-    return {"encoder": checkpoint.weights_digest(model.encoder), "weights": h.hexdigest()[:16]}
+    return {"encoder": checkpoint.weights_digest(model.encoder), "weights": checkpoint.weights_digest(model)}
 
 
 def write(path, model, vocab, meta: dict, dtype=torch.float16) -> None:
