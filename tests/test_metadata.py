@@ -206,3 +206,39 @@ def test_write_metadata_from_a_results_file_writes_only_what_changed(tmp_path):
     results.unlink()
     r = run("embed")
     assert r.returncode == 2 and "no such results file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_write_metadata_takes_the_reviewers_decisions_and_signs_them(tmp_path):
+    """A person's decision (review database beside the results) is written as the final text, signed
+    with the reviewer's name; --reviewed-only writes only decided photos; decorative is left alone; a
+    rerun touches nothing."""
+    from captioner.library.decisions import ReviewStore
+
+    photos = [photo(tmp_path / f"lib{i}", "jpg") for i in range(4)]
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps({"image": str(p), "caption": f"a dog {i}", "alt_text": f"A dog {i}."}) + "\n"
+                               for i, p in enumerate(photos)))
+    with ReviewStore(results) as s:
+        s.index()
+        s.decide(str(photos[0]), "edit", "My dog Rex on the beach.", reviewer="Ana Lima")
+        s.decide(str(photos[1]), "accept", reviewer="Ben")
+        s.decide(str(photos[2]), "decorative", reviewer="Ben")
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "captioner", "write-metadata", str(results), *args],
+                              capture_output=True, text=True, timeout=300)
+
+    r = run("embed", "--reviewed-only")
+    assert r.returncode == 0 and "3 photos: 2 written, 1 decorative, not written" in r.stderr, r.stderr
+    w = "XMP-photoshop:CaptionWriter"
+    got = exif(photos[0], ALT, w)
+    assert got[ALT] == "My dog Rex on the beach." and got[w] == "Ana Lima"
+    assert exif(photos[1], ALT, w) == {**exif(photos[1], ALT, w), ALT: "A dog 1.", w: "Ben"}
+    assert ALT not in exif(photos[2], ALT) and ALT not in exif(photos[3], ALT)
+    before = [p.stat().st_mtime_ns for p in photos]
+    r = run("embed", "--reviewed-only")
+    assert "2 unchanged, 1 decorative, not written" in r.stderr, r.stderr
+    assert [p.stat().st_mtime_ns for p in photos] == before
+    r = run("embed")                                   # all photos: the undecided one gets the machine's text
+    assert "1 written, 2 unchanged, 1 decorative" in r.stderr, r.stderr
+    assert exif(photos[3], ALT, w)[w] == "captioner"

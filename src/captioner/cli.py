@@ -106,10 +106,11 @@ def _caption_library(args, paths: list[str]) -> int:
 def _write_metadata(args) -> int:
     from captioner.library.run import metadata_from_results
 
-    done = metadata_from_results(args.results, args.mode, args.overwrite_metadata)
+    done = metadata_from_results(args.results, args.mode, args.overwrite_metadata, reviewed_only=args.reviewed_only)
     for f in done["failures"]:
         print(f"captioner: error: {f}", file=sys.stderr)
-    parts = [f"{done[k]} {k}" for k in ("written", "unchanged", "kept existing description", "failed") if done.get(k)]
+    parts = [f"{done[k]} {k}" for k in ("written", "unchanged", "kept existing description",
+                                        "decorative, not written", "failed") if done.get(k)]
     print(f"captioner: {done['photos']} photos: " + (", ".join(parts) or "nothing to do"), file=sys.stderr)
     return 1 if done["failed"] else 0
 
@@ -120,6 +121,14 @@ def _app_arguments(p):
     p.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
     p.add_argument("--examples", default=None, help="folder of example photos for the gallery")
     p.add_argument("--device", default="auto", help=runtime.DEVICE_HELP)
+
+
+def _export(args) -> int:
+    from captioner.library.export import export
+
+    n = export(args.results, args.out, args.reviewed, args.decisions)
+    print(f"captioner: wrote {n} rows to {args.out}", file=sys.stderr)
+    return 0
 
 
 def _app(args) -> int:
@@ -194,6 +203,17 @@ def main(argv=None) -> int:
                    help="GPUs per Ray actor (e.g. 1, or 0.5 to share one GPU between two actors)")
     p.set_defaults(func=_caption)
 
+    p = sub.add_parser("export", help="a library run's final captions (or the review decisions) as CSV / JSON lines",
+                       description="The final alt text of each photo of a results file: a person's decision where "
+                                   "there is one (library/decisions.py), else the machine's.")
+    p.add_argument("results", help="a results file of a library run (.jsonl or .parquet)")
+    p.add_argument("--out", required=True, help="the file to write (.csv or .jsonl)")
+    p.add_argument("--reviewed", action="store_true",
+                   help="only accepted and edited photos, as image,caption for captioner train --data (image paths "
+                        "relative to --out's folder)")
+    p.add_argument("--decisions", action="store_true", help="every review decision (the audit trail) instead")
+    p.set_defaults(func=_export)
+
     p = sub.add_parser("write-metadata", help="write the alt text of a results file into the photos' metadata",
                        description="Each captioned photo's alt text (and long description) from a results file "
                                    "into an XMP sidecar or the photo itself, without captioning again; photos whose "
@@ -201,6 +221,9 @@ def main(argv=None) -> int:
                                    "changed. Exit status 1 if any photo failed.")
     p.add_argument("results", help="a results file of a library run (.jsonl or .parquet)")
     p.add_argument("mode", choices=["sidecar", "embed"], help="PHOTO.xmp beside each photo, or into the photo itself")
+    p.add_argument("--reviewed-only", action="store_true",
+                   help="only the photos a person decided on (accepted or edited) in the review database beside "
+                        "RESULTS; their text is signed with the reviewer's name")
     p.add_argument("--overwrite-metadata", action="store_true",
                    help="replace a description a person wrote (kept by default)")
     p.set_defaults(func=_write_metadata)

@@ -112,9 +112,10 @@ class MetadataWriter:
 
     # ------------------------------------------------------------ writing
 
-    def write(self, photo: str | Path, text: str, long_description: str = "") -> dict:
+    def write(self, photo: str | Path, text: str, long_description: str = "", writer: str = WRITER) -> dict:
         """Write ``text`` (and a ``long_description``, where there is one) for ``photo`` -> what was
-        done, for the results file.  Raises MetadataError."""
+        done, for the results file.  ``writer``: who wrote the text, for ``photoshop:CaptionWriter``
+        (a reviewer's name for a person's decision; ``captioner`` for the machine's).  Raises MetadataError."""
         photo = Path(photo)
         text = " ".join(str(text).split())   # one line: ExifTool's argument lists are line-based
         # its lines joined by " / ": one argument line, and the line breaks still readable
@@ -135,12 +136,13 @@ class MetadataWriter:
         photo_tags = self._tags(photo, "the photo")
         old = self._tags(target, "its sidecar") if target != photo and target.exists() else {}
         human = self._human_text(photo_tags) or self._human_text(old)
-        if human is not None and not self.overwrite:
+        mine = writer != WRITER and str((old or photo_tags).get(CAPTION_WRITER, "")) == writer
+        if human is not None and not self.overwrite and not (mine and human == text):
             return {"metadata": {self.mode: str(target), "status": "kept existing description",
                                  "existing": human}}
         if target == photo:
             old = photo_tags
-        new = {ALT: text, DESC: text, CAPTION_WRITER: WRITER}
+        new = {ALT: text, DESC: text, CAPTION_WRITER: writer}
         if long_description:
             new[EXT_DESC] = long_description
         if self.mode == "embed":

@@ -104,9 +104,13 @@ def _local_batches(paths: list[str], job: LibraryJob):
         labeller.close()
 
 
-def metadata_from_results(results: str, mode: str, overwrite: bool = False, progress: bool | None = None) -> dict:
-    """``captioner write-metadata RESULTS sidecar|embed``: each captioned photo's alt text (and long
-    description) from a results file into its metadata, without captioning again; a photo whose
+def metadata_from_results(results: str, mode: str, overwrite: bool = False, progress: bool | None = None,
+                          reviewed_only: bool = False) -> dict:
+    """``captioner write-metadata RESULTS sidecar|embed``: each captioned photo's final alt text (and
+    long description) from a results file into its metadata, without captioning again: a person's
+    decision where the review database beside it (``decisions.py``) holds one, signed with the
+    reviewer's name in ``photoshop:CaptionWriter``, else the machine's (``reviewed_only``: only the
+    decided photos).  Decorative photos (an empty alt text) are left as they are.  A photo whose
     metadata already says exactly that is not touched, so a rerun writes only what changed.
     -> counts by status, and the failures (path: why)."""
     from pathlib import Path
@@ -120,13 +124,30 @@ def metadata_from_results(results: str, mode: str, overwrite: bool = False, prog
         raise ValueError(f"{results}: no such results file")
     with open_results(results) as store:
         recs = [r for r in store.records() if "error" not in r]
-    counts = {"written": 0, "unchanged": 0, "kept existing description": 0, "failed": 0}
+    from captioner.library.decisions import ReviewStore, default_path
+
+    finals = {}
+    if default_path(results).exists():   # never created here: only `captioner review` makes one
+        with ReviewStore(results) as review:
+            finals = review.finals()
+    if reviewed_only:
+        recs = [r for r in recs if r["image"] in finals]
+    counts = {"written": 0, "unchanged": 0, "kept existing description": 0, "decorative, not written": 0,
+              "failed": 0}
     failures = []
     show = sys.stderr.isatty() if progress is None else progress
     with MetadataWriter(mode, overwrite) as writer:
         for r in tqdm(recs, unit="photo", disable=not show, file=sys.stderr):
+            d = finals.get(r["image"])
             try:
-                status = writer.write_record(r)["metadata"]["status"]
+                if d is not None and d["action"] == "decorative":
+                    status = "decorative, not written"
+                elif d is not None:
+                    text = d["text"] if d["action"] == "edit" else (r.get("alt_text") or r["caption"])
+                    status = writer.write(r["image"], text, r.get("long_description") or "",
+                                          writer=d["reviewer"])["metadata"]["status"]
+                else:
+                    status = writer.write_record(r)["metadata"]["status"]
             except MetadataError as e:
                 status = "failed"
                 failures.append(str(e))

@@ -1,0 +1,217 @@
+"""A person's decisions on a library run's alt texts, and the index a review reads, in one SQLite
+database beside the results file (``RESULTS.review.sqlite``; issue 23).  Standard library only.
+
+    store = ReviewStore("captions.jsonl")
+    store.index()                                    # new records of the results file, incrementally
+    store.decide("photos/a.jpg", "edit", "A red kite over the dunes.", reviewer="ana")
+    store.final("photos/a.jpg")                      # -> the latest decision, or None
+
+Guarantees:
+  * The results file is only read, never rewritten.
+  * Every decision is kept (the audit trail: reviewer, time, action, text); the latest one per photo
+    wins.  Each is one transaction in WAL mode with ``synchronous=FULL``, so a decision that was
+    acknowledged survives a kill -9 or a power cut, and several connections (two tabs, two reviewers)
+    write without losing one another's.
+  * Indexing is incremental: a JSON-lines results file is read from where the last index stopped (whole
+    lines only, so a run still appending is no problem), a Parquet one by its parts not seen yet; the
+    order (doubtful first), filters, counts and text search (FTS5) are queries, not scans of the file.
+
+Actions: ``accept`` (the machine's alt text), ``edit`` (a person's text), ``decorative`` (empty alt text:
+the image adds nothing a reader needs), ``skip`` (looked at, no decision).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+ACTIONS = ("accept", "edit", "decorative", "skip")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS photos (
+    image TEXT PRIMARY KEY, rec TEXT NOT NULL, failed INTEGER NOT NULL, in_domain INTEGER,
+    confidence REAL, kind TEXT, alt_text TEXT, rank_group INTEGER NOT NULL, rank_conf REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS photos_order ON photos (rank_group, rank_conf, image);
+CREATE VIRTUAL TABLE IF NOT EXISTS photos_text USING fts5 (image, alt_text, caption, text);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, image TEXT NOT NULL REFERENCES photos (image),
+    action TEXT NOT NULL, text TEXT, reviewer TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS decisions_image ON decisions (image, id);
+CREATE TABLE IF NOT EXISTS indexed (source TEXT PRIMARY KEY, position INTEGER NOT NULL);
+"""
+
+
+def default_path(results) -> Path:
+    results = Path(results)
+    return results.with_name(results.name + ".review.sqlite")
+
+
+class ReviewStore:
+    def __init__(self, results, path=None):
+        self.results = Path(results)
+        self.path = Path(path) if path else default_path(self.results)
+        # one connection per thread that uses it (the server's handlers each open their own store)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------ the index
+    def index(self) -> int:
+        """Add the results file's records not indexed yet -> how many were added (or replaced: a
+        failure retried later)."""
+        if not self.results.exists():
+            raise ValueError(f"{self.results}: no such results file")
+        if self.results.is_dir():
+            return self._index_parquet()
+        return self._index_jsonl()
+
+    def _index_jsonl(self) -> int:
+        row = self.db.execute("SELECT position FROM indexed WHERE source = ?", (str(self.results),)).fetchone()
+        start = row[0] if row else 0
+        with open(self.results, "rb") as f:
+            if start > f.seek(0, 2):     # the file was replaced by a shorter one: index it again
+                start = 0
+            f.seek(start)
+            data = f.read()
+        end = data.rfind(b"\n") + 1      # whole lines only: a run may be appending
+        recs = []
+        for line in data[:end].splitlines():
+            if line.strip():
+                try:
+                    recs.append(json.loads(line))
+                except ValueError:
+                    continue              # a torn line a repair will drop; the results file is the truth
+        with self._transaction():
+            self._add(recs)
+            self.db.execute("INSERT OR REPLACE INTO indexed VALUES (?, ?)", (str(self.results), start + end))
+        return len(recs)
+
+    def _index_parquet(self) -> int:
+        import pyarrow.parquet as pq
+
+        from captioner.library.results import _rows
+
+        n = 0
+        seen = {r[0] for r in self.db.execute("SELECT source FROM indexed")}
+        for part in sorted(self.results.glob("part-*.parquet")):
+            if str(part) in seen:
+                continue
+            recs = _rows(pq.read_table(part))
+            with self._transaction():
+                self._add(recs)
+                self.db.execute("INSERT OR REPLACE INTO indexed VALUES (?, 0)", (str(part),))
+            n += len(recs)
+        return n
+
+    def _add(self, recs: list[dict]) -> None:
+        for r in recs:
+            if "image" not in r:
+                continue
+            failed = "error" in r
+            conf = r.get("confidence")
+            # the review page's order (report.doubt): failures, out of domain, then rising confidence
+            group = 0 if failed else (1 if r.get("in_domain") is False else 2)
+            rank = 0.0 if failed else (2.0 if conf is None else float(conf))
+            text = (r.get("text") or {}).get("text", "") if isinstance(r.get("text"), dict) else ""
+            self.db.execute("DELETE FROM photos_text WHERE image = ?", (r["image"],))
+            self.db.execute("INSERT OR REPLACE INTO photos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (r["image"], json.dumps(r, ensure_ascii=False), int(failed),
+                             None if r.get("in_domain") is None else int(r["in_domain"]), conf, r.get("kind"),
+                             r.get("alt_text"), group, rank))
+            self.db.execute("INSERT INTO photos_text VALUES (?, ?, ?, ?)",
+                            (r["image"], r.get("alt_text") or "", r.get("caption") or "", text))
+
+    def _transaction(self):
+        db = self.db
+
+        class T:
+            def __enter__(self):
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type, *_):
+                db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+        return T()
+
+    # ------------------------------------------------------------ decisions
+    def decide(self, image: str, action: str, text: str | None = None, reviewer: str = "reviewer") -> int:
+        """Record one decision (its own transaction, durable once this returns) -> its id."""
+        if action not in ACTIONS:
+            raise ValueError(f"action {action!r}: choose one of {', '.join(ACTIONS)}")
+        if action == "edit":
+            text = " ".join(str(text or "").split())
+            if not text:
+                raise ValueError(f"{image}: an edit needs a text (or choose decorative for an empty alt text)")
+        elif action == "decorative":
+            text = ""
+        else:
+            text = None
+        if not str(reviewer or "").strip():
+            raise ValueError("a decision needs a reviewer's name")
+        with self._transaction():
+            if self.db.execute("SELECT 1 FROM photos WHERE image = ?", (image,)).fetchone() is None:
+                raise ValueError(f"{image}: not a photo of {self.results}")
+            cur = self.db.execute("INSERT INTO decisions (image, action, text, reviewer, at) VALUES (?, ?, ?, ?, ?)",
+                                  (image, action, text, str(reviewer).strip(), time.time()))
+        return int(cur.lastrowid)
+
+    def final(self, image: str) -> dict | None:
+        """The latest decision on ``image`` that decides something (skips do not), or None."""
+        row = self.db.execute("SELECT id, action, text, reviewer, at FROM decisions WHERE image = ? AND "
+                              "action != 'skip' ORDER BY id DESC LIMIT 1", (image,)).fetchone()
+        return None if row is None else dict(zip(("id", "action", "text", "reviewer", "at"), row))
+
+    def finals(self) -> dict[str, dict]:
+        """image -> its latest deciding decision, for every photo that has one."""
+        rows = self.db.execute(
+            "SELECT d.image, d.id, d.action, d.text, d.reviewer, d.at FROM decisions d JOIN "
+            "(SELECT image, MAX(id) AS id FROM decisions WHERE action != 'skip' GROUP BY image) m ON d.id = m.id")
+        return {r[0]: dict(zip(("id", "action", "text", "reviewer", "at"), r[1:])) for r in rows}
+
+    def history(self, image: str) -> list[dict]:
+        rows = self.db.execute("SELECT id, action, text, reviewer, at FROM decisions WHERE image = ? ORDER BY id",
+                               (image,))
+        return [dict(zip(("id", "action", "text", "reviewer", "at"), r)) for r in rows]
+
+    def counts(self) -> dict:
+        total = self.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
+        reviewed = self.db.execute("SELECT COUNT(DISTINCT image) FROM decisions").fetchone()[0]
+        return {"photos": total, "reviewed": reviewed}
+
+    def page(self, offset: int = 0, limit: int = 50, kind: str | None = None, status: str | None = None,
+             query: str | None = None) -> list[dict]:
+        """Records in review order (doubtful first), filtered by kind, status (``failed``, ``out of
+        domain``, ``reviewed``, ``unreviewed``) and full-text ``query``; each with its final decision."""
+        where, args = [], []
+        if kind:
+            where.append("p.kind = ?")
+            args.append(kind)
+        if status == "failed":
+            where.append("p.failed = 1")
+        elif status == "out of domain":
+            where.append("p.in_domain = 0")
+        elif status in ("reviewed", "unreviewed"):
+            where.append(("" if status == "reviewed" else "NOT ") + "EXISTS (SELECT 1 FROM decisions d WHERE d.image = p.image)")
+        elif status:
+            raise ValueError(f"status {status!r}: failed, out of domain, reviewed or unreviewed")
+        if query:
+            where.append("p.image IN (SELECT image FROM photos_text WHERE photos_text MATCH ?)")
+            args.append(" ".join('"' + w.replace('"', '""') + '"' for w in query.split()))   # words, not syntax
+        sql = ("SELECT p.image, p.rec FROM photos p" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY p.rank_group, p.rank_conf, p.image LIMIT ? OFFSET ?")
+        out = []
+        for image, rec in self.db.execute(sql, (*args, int(limit), int(offset))):
+            out.append({"record": json.loads(rec), "decision": self.final(image)})
+        return out
