@@ -21,6 +21,7 @@ the image adds nothing a reader needs), ``skip`` (looked at, no decision).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -133,17 +134,16 @@ class ReviewStore:
             self.db.execute("INSERT INTO photos_text VALUES (?, ?, ?, ?)",
                             (r["image"], r.get("alt_text") or "", r.get("caption") or "", text))
 
+    @contextlib.contextmanager
     def _transaction(self):
-        db = self.db
-
-        class T:
-            def __enter__(self):
-                db.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self, exc_type, *_):
-                db.execute("ROLLBACK" if exc_type else "COMMIT")
-
-        return T()
+        """One write transaction, taken at once (IMMEDIATE), so concurrent writers queue, never deadlock."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     # ------------------------------------------------------------ decisions
     def decide(self, image: str, action: str, text: str | None = None, reviewer: str = "reviewer") -> int:
