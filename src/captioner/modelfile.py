@@ -87,6 +87,7 @@ class ModelFile:
     knowledge_info: dict | None
     graphs: dict[str, bytes] | None            # name -> serialised ONNX graph, or None
     version: dict = field(default_factory=dict)
+    header: dict = field(default_factory=dict)   # the raw metadata entries (onnx_io, preprocess, ...)
 
     def tensors(self, prefix: str = "", strip: bool = False) -> dict[str, np.ndarray]:
         """The file's tensors whose names start with ``prefix``, floats as float32 (the shipped
@@ -122,4 +123,4 @@ def read(path=None) -> ModelFile:
         raise CheckpointError(f"{path}: vocabulary has {len(vocab)} words, config says {cfg.get('vocab_size')}")
     return ModelFile(path, cfg, vocab, json.loads(md.get("meta", "{}")), json.loads(md.get("has_encoder", "false")),
                      json.loads(md["knowledge"]) if "knowledge" in md else None, graphs,
-                     json.loads(md.get("version", "{}")))
+                     json.loads(md.get("version", "{}")), md)

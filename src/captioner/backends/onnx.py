@@ -136,8 +136,7 @@ def _graphs(mf: modelfile.ModelFile) -> tuple[dict, dict, dict]:
     """-> (graphs, their layout, preprocessing) from the model file, or from the exporter's cache for a
     checkpoint that has none (made there once, where torch is installed)."""
     if mf.graphs is not None:
-        md = modelfile.read_header(mf.path)
-        return mf.graphs, json.loads(md["onnx_io"]), json.loads(md["preprocess"])
+        return mf.graphs, json.loads(mf.header["onnx_io"]), json.loads(mf.header["preprocess"])   # read once
     h = hashlib.sha1()
     with open(mf.path, "rb") as f:   # the file's own digest: a retrained checkpoint is exported again
         for chunk in iter(lambda: f.read(1 << 20), b""):

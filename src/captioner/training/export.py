@@ -150,7 +150,6 @@ def graphs(model, strip: bool = True) -> tuple[dict[str, bytes], dict]:
     available = dict(file_names)
     available.update({f"{FUSED_PREFIX}{k}": v for k, v in (tables or {}).items()})
     available = {k: v.detach().cpu().numpy() for k, v in available.items()} if strip else {}
-    dyn_rows = {"N": "rows"}
     init_out = [f"state_{i}" for i in range(ns)] + [f"memory_{j}" for j in range(nm)]
     out["init"] = _strip(_export(_Init(dec, step.tables).eval(), (feats,), ["feats"], init_out,
                                  {"feats": {0: "images", 1: "cells"}, **{n: {0: "images"} for n in init_out}}),
@@ -160,7 +159,7 @@ def graphs(model, strip: bool = True) -> tuple[dict[str, bytes], dict]:
     args = (words, *(s[rows] for s in state), *memory)
     has_alpha = dec.step(words, tuple(s[rows] for s in state), memory or None)[2] is not None
     step_out = ["logits"] + [f"state_out_{i}" for i in range(ns)] + (["alpha"] if has_alpha else [])
-    dynamic = {"words": {0: dyn_rows["N"]}, **{f"state_{i}": {0: "rows"} for i in range(ns)},
+    dynamic = {"words": {0: "rows"}, **{f"state_{i}": {0: "rows"} for i in range(ns)},
                **{f"memory_{j}": {0: "images"} for j in range(nm)}, **{n: {0: "rows"} for n in step_out}}
     if nm:
         for j in range(nm):
