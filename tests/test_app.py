@@ -1,4 +1,5 @@
 """The Streamlit app: its logic with AppTest, and once in a real headless browser."""
+import json
 import os
 import shutil
 import socket
@@ -8,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from browser import CHROMIUM, axe_violations, needs_axe
 
 from captioner.training.checkpoint import DEFAULT_MODEL
 from conftest import ROOT, SHARED, needs_shared
@@ -51,10 +54,8 @@ def test_app_captions_an_example_and_survives_a_bad_file(examples):
     assert not at.exception and at.subheader and not at.error
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+@needs_axe
 def test_browser_upload_shows_a_caption(tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     with socket.socket() as s:
@@ -86,12 +87,14 @@ def test_browser_upload_shows_a_caption(tmp_path):
             page.get_by_text("Recommended alt text").wait_for(timeout=60000)   # flag, confidence, alt text shown
             page.wait_for_timeout(1500)
             page.screenshot(path=str(shot), full_page=True)
+            violations = axe_violations(page)                 # accessible: no serious or critical violations
             browser.close()
     finally:
         proc.terminate()
         proc.wait(10)
     assert len(text.split()) >= 3
     assert shot.stat().st_size > 10_000
+    assert violations == [], json.dumps(violations, indent=1)
 
 
 def test_app_survives_every_kind_of_file(tmp_path, monkeypatch):

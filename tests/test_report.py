@@ -15,7 +15,7 @@ from captioner.training.checkpoint import DEFAULT_MODEL
 from captioner.library.report import doubt, write_report
 from conftest import SHARED, needs_shared
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+from browser import CHROMIUM, axe_violations, needs_axe
 
 
 def test_doubtful_first_and_everything_escaped(tmp_path):
@@ -41,9 +41,34 @@ def test_doubtful_first_and_everything_escaped(tmp_path):
     assert len(list((tmp_path / "out" / "report_thumbs").glob("*.jpg"))) == 4   # not for the missing file
 
 
+def test_the_page_shows_a_persons_decisions(tmp_path):
+    import json
+
+    from captioner.library.decisions import ReviewStore
+    from captioner.library.report import main
+
+    for n in ("a.jpg", "b.jpg", "c.jpg"):
+        Image.new("RGB", (40, 30), (20, 10, 200)).save(tmp_path / n, "JPEG")
+    res = tmp_path / "r.jsonl"
+    res.write_text("".join(json.dumps({"image": str(tmp_path / n), "caption": "a dog", "alt_text": "A dog.",
+                                       "in_domain": True, "confidence": c}) + "\n"
+                           for n, c in (("a.jpg", 0.9), ("b.jpg", 0.4), ("c.jpg", 0.7))))
+    with ReviewStore(res) as s:
+        s.index()
+        s.decide(str(tmp_path / "a.jpg"), "edit", "A <i>wet</i> dog shaking off water.", reviewer="Ana <ana@x>")
+        s.decide(str(tmp_path / "b.jpg"), "decorative", reviewer="bo")
+        s.decide(str(tmp_path / "c.jpg"), "skip", reviewer="bo")
+    assert main([str(res), str(tmp_path / "page.html")]) == 0
+    page = (tmp_path / "page.html").read_text()
+    assert "2 reviewed by a person" in page
+    assert "reviewed: edited to \u201cA &lt;i&gt;wet&lt;/i&gt; dog shaking off water.\u201d, by Ana &lt;ana@x&gt;" in page
+    assert "reviewed: decorative (empty alt text), by bo" in page and page.count('class="decision"') == 2
+
+
 @needs_shared
 @pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model")
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+@needs_axe
 def test_a_real_runs_page_in_chromium(tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     photos = tmp_path / "photos"
@@ -73,5 +98,6 @@ def test_a_real_runs_page_in_chromium(tmp_path):
         assert page.evaluate("document.images.length") == 10
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(shot), full_page=False)
+        assert axe_violations(page) == []                       # accessible (axe-core: no serious or critical)
         browser.close()
     assert shot.stat().st_size > 10_000

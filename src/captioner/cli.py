@@ -4,6 +4,7 @@
     captioner caption photos/ "more/*.png" --format jsonl --beam-size 5
     captioner train --out runs/main --epochs 12 --finetune-epochs 2
     captioner evaluate --split test
+    captioner review captions.jsonl --reviewer ana   # a person approves or corrects a library run
 """
 from __future__ import annotations
 
@@ -252,6 +253,16 @@ def main(argv=None) -> int:
         p.set_defaults(func=server.main)
     else:
         sub.add_parser("serve", help="run the HTTP API")
+
+    if command == "review":
+        from captioner.serve import review
+
+        p = sub.add_parser("review", help="review a library run's alt texts in the browser",
+                           description=review.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        review.add_arguments(p)
+        p.set_defaults(func=review.main)
+    else:
+        sub.add_parser("review", help="review a library run's alt texts in the browser")
 
     p = sub.add_parser("app", help="run the Streamlit web app (headless)")
     _app_arguments(p)

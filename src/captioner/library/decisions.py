@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 ACTIONS = ("accept", "edit", "decorative", "skip")
+STATUSES = ("failed", "out of domain", "reviewed", "unreviewed")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS photos (
@@ -187,13 +188,11 @@ class ReviewStore:
 
     def counts(self) -> dict:
         total = self.db.execute("SELECT COUNT(*) FROM photos").fetchone()[0]
-        reviewed = self.db.execute("SELECT COUNT(DISTINCT image) FROM decisions").fetchone()[0]
+        # a skip is looked at, not decided: the photo stays unreviewed and comes round again
+        reviewed = self.db.execute("SELECT COUNT(DISTINCT image) FROM decisions WHERE action != 'skip'").fetchone()[0]
         return {"photos": total, "reviewed": reviewed}
 
-    def page(self, offset: int = 0, limit: int = 50, kind: str | None = None, status: str | None = None,
-             query: str | None = None) -> list[dict]:
-        """Records in review order (doubtful first), filtered by kind, status (``failed``, ``out of
-        domain``, ``reviewed``, ``unreviewed``) and full-text ``query``; each with its final decision."""
+    def _where(self, kind: str | None, status: str | None, query: str | None) -> tuple[str, list]:
         where, args = [], []
         if kind:
             where.append("p.kind = ?")
@@ -203,15 +202,34 @@ class ReviewStore:
         elif status == "out of domain":
             where.append("p.in_domain = 0")
         elif status in ("reviewed", "unreviewed"):
-            where.append(("" if status == "reviewed" else "NOT ") + "EXISTS (SELECT 1 FROM decisions d WHERE d.image = p.image)")
+            where.append(("" if status == "reviewed" else "NOT ") + "EXISTS (SELECT 1 FROM decisions d WHERE d.image = p.image AND d.action != 'skip')")
         elif status:
-            raise ValueError(f"status {status!r}: failed, out of domain, reviewed or unreviewed")
-        if query:
+            raise ValueError(f"status {status!r}: {', '.join(STATUSES)}")
+        if query and query.split():
             where.append("p.image IN (SELECT image FROM photos_text WHERE photos_text MATCH ?)")
             args.append(" ".join('"' + w.replace('"', '""') + '"' for w in query.split()))   # words, not syntax
-        sql = ("SELECT p.image, p.rec FROM photos p" + (" WHERE " + " AND ".join(where) if where else "")
+        return (" WHERE " + " AND ".join(where) if where else ""), args
+
+    def page(self, offset: int = 0, limit: int = 50, kind: str | None = None, status: str | None = None,
+             query: str | None = None) -> list[dict]:
+        """Records in review order (doubtful first), filtered by kind, status (``failed``, ``out of
+        domain``, ``reviewed``, ``unreviewed``) and full-text ``query``; each with its final decision."""
+        where, args = self._where(kind, status, query)
+        sql = ("SELECT p.image, p.rec FROM photos p" + where
                + " ORDER BY p.rank_group, p.rank_conf, p.image LIMIT ? OFFSET ?")
         out = []
-        for image, rec in self.db.execute(sql, (*args, int(limit), int(offset))):
+        for image, rec in self.db.execute(sql, (*args, int(limit), int(offset))).fetchall():
             out.append({"record": json.loads(rec), "decision": self.final(image)})
         return out
+
+    def count(self, kind: str | None = None, status: str | None = None, query: str | None = None) -> int:
+        """How many records ``page`` would list with these filters."""
+        where, args = self._where(kind, status, query)
+        return self.db.execute("SELECT COUNT(*) FROM photos p" + where, args).fetchone()[0]
+
+    def kinds(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT kind FROM photos WHERE kind IS NOT NULL ORDER BY kind")]
+
+    def listed(self, image: str) -> bool:
+        """Whether ``image`` is exactly a photo of the results file (the review server serves no other)."""
+        return self.db.execute("SELECT 1 FROM photos WHERE image = ?", (image,)).fetchone() is not None

@@ -3,6 +3,10 @@ every photo as a thumbnail with its alt text, caption, kind, text read, confiden
 first - failures, then photos unlike the training set, then by rising confidence - so a reviewer
 reads the risky ones while attention is fresh.
 
+Where a person has reviewed the run (``captioner review``), each card also shows the decision - accepted,
+edited (with the person's text), or decorative - with the reviewer's name, and the summary counts them;
+the decisions are read from the database beside the results file (``library/decisions.py``).
+
 Thumbnails (256 px JPEG) go into ``NAME_thumbs/`` beside the page, named by a hash of the photo's
 path and reused on the next run; the page links each thumbnail to its photo.  Everything shown is
 escaped.  ``python -m captioner.library.report results.jsonl report.html`` rebuilds a page from a results file.
@@ -69,12 +73,13 @@ h1{font-size:1.4rem;margin:0 0 .3rem} .summary{margin:0 0 1rem;color:#555}
 .card{background:#fff;border:1px solid #ddd;border-radius:8px;padding:.6rem;display:flex;flex-direction:column;gap:.35rem}
 .card.doubt{border-color:#d9822b;border-width:2px} .card.error{border-color:#c0392b;border-width:2px}
 .card img{width:100%;height:190px;object-fit:contain;background:#eee;border-radius:4px}
-.noimg{height:190px;display:flex;align-items:center;justify-content:center;background:#eee;color:#888}
-.alt{font-weight:600;overflow-wrap:anywhere} .cap{color:#555;font-size:.9rem} .path{color:#888;font-size:.75rem;word-break:break-all}
+.noimg{height:190px;display:flex;align-items:center;justify-content:center;background:#eee;color:#595959}
+.alt{font-weight:600;overflow-wrap:anywhere} .cap{color:#555;font-size:.9rem} .path{color:#595959;font-size:.75rem;word-break:break-all}
 .conf{font-size:.85rem} .bar{height:5px;background:#eee;border-radius:3px}
 .bar span{display:block;height:5px;border-radius:3px;background:#2e86c1}
 .flag{display:inline-block;font-size:.75rem;padding:.05rem .4rem;margin:0 .25rem .2rem 0;border-radius:10px;background:#fdebd0;color:#7e5109}
 .flag.error{background:#f5b7b1;color:#78281f}
+.decision{font-size:.85rem;background:#e8f3ea;color:#1b4d2a;border-radius:4px;padding:.2rem .4rem;overflow-wrap:anywhere}
 .read{white-space:pre-wrap;font-size:.8rem;max-height:12rem;overflow:auto;background:#f4f4f4;padding:.3rem}
 """
 
@@ -83,7 +88,16 @@ def _plain(text: str) -> str:
     return " ".join(text.lower().rstrip(".").split())
 
 
-def _card(rec: dict, thumbs: Path, page: Path) -> str:
+def _decision(d: dict) -> str:
+    import time
+
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(d["at"]))
+    what = {"accept": "accepted", "edit": f"edited to \u201c{d['text']}\u201d",
+            "decorative": "decorative (empty alt text)"}[d["action"]]
+    return f"reviewed: {what}, by {d['reviewer']}, {when}"
+
+
+def _card(rec: dict, thumbs: Path, page: Path, decision: dict | None = None) -> str:
     e = html.escape
     fl = flags(rec)
     cls = "card error" if "error" in rec else "card doubt" if fl and fl != ["metadata written"] else "card"
@@ -92,6 +106,8 @@ def _card(rec: dict, thumbs: Path, page: Path) -> str:
     img = (f'<a href="{e(href)}"><img loading="lazy" src="{e(thumbs.name + "/" + thumb)}" alt="{e(rec.get("alt_text", ""))}"></a>'
            if thumb else '<div class="noimg">no preview</div>')
     parts = [f'<div class="{cls}" data-image="{e(rec["image"])}">', img]
+    if decision is not None:
+        parts.append(f'<div class="decision">{e(_decision(decision))}</div>')
     if "error" in rec:
         parts.append(f'<div class="alt">{e(rec["error"])}</div>')
     if rec.get("alt_text"):
@@ -119,8 +135,10 @@ def _card(rec: dict, thumbs: Path, page: Path) -> str:
     return "\n".join(parts)
 
 
-def write_report(records: list[dict], out) -> Path:
-    """Write the page for ``records`` to ``out`` (atomically) -> its path."""
+def write_report(records: list[dict], out, decisions: dict[str, dict] | None = None) -> Path:
+    """Write the page for ``records`` to ``out`` (atomically) -> its path.  ``decisions``: image -> a
+    person's final decision (``ReviewStore.finals``), shown on its card."""
+    decisions = decisions or {}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     thumbs = out.with_name(out.stem + "_thumbs")
@@ -129,21 +147,32 @@ def write_report(records: list[dict], out) -> Path:
     n_err = sum("error" in r for r in recs)
     n_ood = sum(r.get("in_domain") is False for r in recs)
     n_low = sum(r.get("confidence") is not None and r["confidence"] < LOW_CONFIDENCE for r in recs)
-    body = "\n".join(_card(r, thumbs, out) for r in recs)
+    n_rev = sum(r["image"] in decisions for r in recs)
+    body = "\n".join(_card(r, thumbs, out, decisions.get(r["image"])) for r in recs)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>captioner review: {len(recs)} photos</title><style>{CSS}</style></head>
-<body><h1>captioner review: {len(recs)} photos</h1>
+<body><main><h1>captioner review: {len(recs)} photos</h1>
 <p class="summary">{n_err} failed, {n_ood} out of domain, {n_low} with confidence below {LOW_CONFIDENCE};
-most doubtful first. Click a thumbnail for the photo.</p>
+most doubtful first{f"; {n_rev} reviewed by a person" if decisions else ""}. Click a thumbnail for the photo.</p>
 <div class="grid">
 {body}
-</div></body></html>
+</div></main></body></html>
 """
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, out)
     return out
+
+
+def review_decisions(results) -> dict[str, dict]:
+    """The person's final decisions on ``results``' photos, if it has been reviewed (else {})."""
+    from captioner.library.decisions import ReviewStore, default_path
+
+    if not default_path(results).exists():
+        return {}
+    with ReviewStore(results) as store:
+        return store.finals()
 
 
 def main(argv=None) -> int:
@@ -157,7 +186,8 @@ def main(argv=None) -> int:
     if not Path(args.results).exists():
         raise SystemExit(f"{args.results}: no such results file")
     with open_results(args.results) as store:
-        print(write_report(store.records(), args.html))
+        records = store.records()
+    print(write_report(records, args.html, review_decisions(args.results)))
     return 0
 
 

@@ -83,9 +83,10 @@ def caption_library(job: LibraryJob) -> Summary:
             bar.update(len(recs))
         bar.close()
         if job.html:
-            from captioner.library.report import write_report
+            from captioner.library.report import review_decisions, write_report
 
-            write_report(store.records() if store else summary.records, job.html)
+            write_report(store.records() if store else summary.records, job.html,
+                         review_decisions(job.output) if job.output else None)
     finally:
         if store:
             store.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -81,9 +82,9 @@ def show_text(result) -> None:
     if result.text_error:
         st.warning(f"Text not read: {result.text_error}")
     elif result.image_text is None:
-        st.caption("Text not read (photos are read only with “Read text: always”).")
+        note("Text not read (photos are read only with “Read text: always”).")
     elif not result.image_text:
-        st.caption("No text found.")
+        note("No text found.")
     if result.long_description:
         with st.expander("Long description (all text read)", expanded=result.kind != "photo"):
             st.text(result.long_description)
@@ -92,7 +93,7 @@ def show_text(result) -> None:
 def show_knowledge(result) -> None:
     """Flag, confidence, alt text and tags: what the model knows of its own limits."""
     if result.in_domain is None:
-        st.caption("This model file is not calibrated: no domain flag, confidence or tags.")
+        note("This model file is not calibrated: no domain flag, confidence or tags.")
         return
     if result.in_domain:
         st.success("In domain: this photo resembles the photos the model learned from.")
@@ -103,9 +104,15 @@ def show_knowledge(result) -> None:
     st.markdown("**Recommended alt text**")
     st.code(result.alt_text, language=None, wrap_lines=True)  # with a copy button
     if result.guided:
-        st.caption(f"Guided caption: the ImageNet tag asked for the word “{result.guided}”.")
+        note(f"Guided caption: the ImageNet tag asked for the word “{result.guided}”.")
     st.markdown("**ImageNet tags**")
     st.table([{"tag": t.name, "probability": round(t.prob, 3)} for t in result.tags])
+
+
+def note(text: str, where=None) -> None:
+    """A line of small print.  Not ``st.caption``: its grey fails WCAG contrast (axe-core, issue 23) on the
+    sidebar and under images; the text is escaped, as file names can hold markdown."""
+    (where or st).markdown(re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", text))
 
 
 def show_result(key: str, name: str, img, result, seconds: float, show_attention: bool):
@@ -114,27 +121,30 @@ def show_result(key: str, name: str, img, result, seconds: float, show_attention
     with right:
         show_knowledge(result)
         show_text(result)
-        st.caption(f"{name} · {seconds * 1000:.0f} ms · beam score {result.score:.3f}")
+        note(f"{name} · {seconds * 1000:.0f} ms · beam score {result.score:.3f}")
         if len(result.beams) > 1:
             st.markdown("**Top beams**")
             st.table([{"caption": t, "score": round(s, 3)} for t, s in result.beams])
     with left:
         if result.image_text:
             st.image(text_boxes(img, result.image_text), width="stretch",
-                     caption=f"{len(result.image_text.lines)} lines of text read")
+                     alt=f"{result.alt_text} The {len(result.image_text.lines)} lines of text read are boxed.")
+            note(f"{len(result.image_text.lines)} lines of text read")
         elif show_attention and result.attention is not None and result.words:
             # a slider over word positions: repeated words ("a ... a") stay distinct choices
             word_i = st.select_slider("Where the model looked for each word", options=list(range(len(result.words))),
                                       value=0, format_func=lambda i: result.words[i], key=f"word-{key}")
             st.image(attention_overlay(img, result.attention[word_i]), width="stretch",
-                     caption=f"attention for “{result.words[word_i]}”")
+                     alt=f"{result.alt_text} Overlaid: where the model looked for the word “{result.words[word_i]}”.")
+            note(f"attention for “{result.words[word_i]}”")
             with st.expander("All words"):
                 cols = st.columns(6)
                 for i, w in enumerate(result.words):
-                    cols[i % 6].image(attention_overlay(img, result.attention[i]), caption=w,
-                                      width="stretch")
+                    cols[i % 6].image(attention_overlay(img, result.attention[i]), width="stretch",
+                                      alt=f"Where the model looked for the word “{w}”")
+                    note(w, cols[i % 6])
         else:
-            st.image(img, width="stretch")
+            st.image(img, width="stretch", alt=result.alt_text)
 
 
 def main(argv=None):
@@ -157,7 +167,7 @@ def main(argv=None):
         max_chars = st.number_input("Longest alt text (characters)", min_value=20, max_value=1000, value=125, step=5)
         wording = {"read_text": read_text, "gender_neutral": neutral, "max_chars": int(max_chars)}
         cfg = cap.model.cfg
-        st.caption(f"Model: {cap.path.name} · {cfg.encoder} + {cfg.decoder} LSTM · {len(cap.vocab)} words")
+        note(f"Model: {cap.path.name} · {cfg.encoder} + {cfg.decoder} LSTM · {len(cap.vocab)} words")
 
     inputs: list[tuple[str, bytes]] = []
     tab_up, tab_cam, tab_ex = st.tabs(["Upload", "Camera", "Examples"])
@@ -182,7 +192,8 @@ def main(argv=None):
                 try:
                     thumb = open_image(p)
                     thumb.thumbnail((256, 256))
-                    cols[i % 6].image(thumb, caption=p.name[:14], width="stretch")
+                    cols[i % 6].image(thumb, width="stretch", alt=f"Example photo {p.name}")
+                    note(p.name[:14], cols[i % 6])
                 except ImageError as e:
                     cols[i % 6].warning(str(e))
             if picked != "—":
