@@ -145,3 +145,28 @@ def test_export_final_reviewed_training_csv_and_decisions(tmp_path):
     assert main(["export", str(res), "--decisions", "--out", str(tmp_path / "d.jsonl")]) == 0
     assert [json.loads(x)["action"] for x in (tmp_path / "d.jsonl").read_text().splitlines()] == ["accept", "edit", "decorative"]
     assert main(["export", str(res), "--reviewed", "--out", str(tmp_path / "elsewhere" / "t.csv")]) == 2   # not above the photos
+
+
+def test_a_database_of_the_first_layout_keeps_its_decisions(tmp_path):
+    """Session 10's layout (text index keyed by path) is rebuilt on open; the decisions stay."""
+    import sqlite3
+
+    res = tmp_path / "captions.jsonl"
+    write(res, [rec("a.jpg", 0.9), rec("b.jpg", 0.2)])
+    db = sqlite3.connect(str(res) + ".review.sqlite")
+    db.executescript("""
+        CREATE TABLE photos (image TEXT PRIMARY KEY, rec TEXT NOT NULL, failed INTEGER NOT NULL, in_domain INTEGER,
+            confidence REAL, kind TEXT, alt_text TEXT, rank_group INTEGER NOT NULL, rank_conf REAL NOT NULL);
+        CREATE VIRTUAL TABLE photos_text USING fts5 (image, alt_text, caption, text);
+        CREATE TABLE decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, image TEXT NOT NULL REFERENCES photos (image),
+            action TEXT NOT NULL, text TEXT, reviewer TEXT NOT NULL, at REAL NOT NULL);
+        CREATE TABLE indexed (source TEXT PRIMARY KEY, position INTEGER NOT NULL);
+        INSERT INTO photos VALUES ('a.jpg', '{"image": "a.jpg"}', 0, 1, 0.9, 'photo', 'A dog.', 2, 0.9);
+        INSERT INTO decisions (image, action, text, reviewer, at) VALUES ('a.jpg', 'edit', 'A wet dog.', 'ana', 1.0);
+        INSERT INTO indexed VALUES ('x', 99999);""")
+    db.commit()
+    db.close()
+    with ReviewStore(res) as s:
+        assert s.index() == 2                                  # the derived index is rebuilt from the file
+        assert s.final("a.jpg")["text"] == "A wet dog." and s.counts() == {"photos": 2, "reviewed": 1}
+        assert [p["record"]["image"] for p in s.page(query="caption of")] == ["b.jpg", "a.jpg"]

@@ -30,11 +30,14 @@ from pathlib import Path
 ACTIONS = ("accept", "edit", "decorative", "skip")
 STATUSES = ("failed", "out of domain", "reviewed", "unreviewed")
 
+SCHEMA_VERSION = 2   # 1: session 10's (the text index keyed by path: a full scan per record)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS photos (
-    image TEXT PRIMARY KEY, rec TEXT NOT NULL, failed INTEGER NOT NULL, in_domain INTEGER,
-    confidence REAL, kind TEXT, alt_text TEXT, rank_group INTEGER NOT NULL, rank_conf REAL NOT NULL);
+    id INTEGER PRIMARY KEY, image TEXT NOT NULL UNIQUE, rec TEXT NOT NULL, failed INTEGER NOT NULL,
+    in_domain INTEGER, confidence REAL, kind TEXT, alt_text TEXT, rank_group INTEGER NOT NULL,
+    rank_conf REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS photos_order ON photos (rank_group, rank_conf, image);
+CREATE INDEX IF NOT EXISTS photos_kind ON photos (kind);
 CREATE VIRTUAL TABLE IF NOT EXISTS photos_text USING fts5 (image, alt_text, caption, text);
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, image TEXT NOT NULL REFERENCES photos (image),
@@ -42,6 +45,9 @@ CREATE TABLE IF NOT EXISTS decisions (
 CREATE INDEX IF NOT EXISTS decisions_image ON decisions (image, id);
 CREATE TABLE IF NOT EXISTS indexed (source TEXT PRIMARY KEY, position INTEGER NOT NULL);
 """
+# the index of the results file is derived data: a database of an older layout drops and rebuilds it,
+# and keeps every decision
+DERIVED = ("photos_text", "photos", "indexed")
 
 
 def default_path(results) -> Path:
@@ -57,8 +63,18 @@ class ReviewStore:
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
+        self._migrate()
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        has_photos = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'photos'").fetchone()
+        if has_photos and version < SCHEMA_VERSION:
+            with self._transaction():
+                for table in DERIVED:
+                    self.db.execute(f"DROP TABLE IF EXISTS {table}")
 
     def close(self) -> None:
         self.db.close()
@@ -92,7 +108,8 @@ class ReviewStore:
         for line in data[:end].splitlines():
             if line.strip():
                 try:
-                    recs.append(json.loads(line))
+                    text = line.decode("utf-8")
+                    recs.append((json.loads(text), text))
                 except ValueError:
                     continue              # a torn line a repair will drop; the results file is the truth
         with self._transaction():
@@ -110,15 +127,17 @@ class ReviewStore:
         for part in sorted(self.results.glob("part-*.parquet")):
             if str(part) in seen:
                 continue
-            recs = _rows(pq.read_table(part))
+            recs = [(r, json.dumps(r, ensure_ascii=False)) for r in _rows(pq.read_table(part))]
             with self._transaction():
                 self._add(recs)
                 self.db.execute("INSERT OR REPLACE INTO indexed VALUES (?, 0)", (str(part),))
             n += len(recs)
         return n
 
-    def _add(self, recs: list[dict]) -> None:
-        for r in recs:
+    def _add(self, recs: list[tuple[dict, str]]) -> None:
+        """(record, its JSON) pairs -> rows of the index.  A photo seen again (a failure retried by a
+        later run) keeps its row id and gets the newer record; the text index is keyed by that id."""
+        for r, raw in recs:
             if "image" not in r:
                 continue
             failed = "error" in r
@@ -127,13 +146,17 @@ class ReviewStore:
             group = 0 if failed else (1 if r.get("in_domain") is False else 2)
             rank = 0.0 if failed else (2.0 if conf is None else float(conf))
             text = (r.get("text") or {}).get("text", "") if isinstance(r.get("text"), dict) else ""
-            self.db.execute("DELETE FROM photos_text WHERE image = ?", (r["image"],))
-            self.db.execute("INSERT OR REPLACE INTO photos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (r["image"], json.dumps(r, ensure_ascii=False), int(failed),
-                             None if r.get("in_domain") is None else int(r["in_domain"]), conf, r.get("kind"),
-                             r.get("alt_text"), group, rank))
-            self.db.execute("INSERT INTO photos_text VALUES (?, ?, ?, ?)",
-                            (r["image"], r.get("alt_text") or "", r.get("caption") or "", text))
+            row = (r["image"], raw, int(failed), None if r.get("in_domain") is None else int(r["in_domain"]), conf,
+                   r.get("kind"), r.get("alt_text"), group, rank)
+            pid = self.db.execute(
+                "INSERT INTO photos (image, rec, failed, in_domain, confidence, kind, alt_text, rank_group, rank_conf) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (image) DO UPDATE SET rec = excluded.rec, "
+                "failed = excluded.failed, in_domain = excluded.in_domain, confidence = excluded.confidence, "
+                "kind = excluded.kind, alt_text = excluded.alt_text, rank_group = excluded.rank_group, "
+                "rank_conf = excluded.rank_conf RETURNING id", row).fetchone()[0]
+            self.db.execute("DELETE FROM photos_text WHERE rowid = ?", (pid,))
+            self.db.execute("INSERT INTO photos_text (rowid, image, alt_text, caption, text) VALUES (?, ?, ?, ?, ?)",
+                            (pid, r["image"], r.get("alt_text") or "", r.get("caption") or "", text))
 
     @contextlib.contextmanager
     def _transaction(self):
@@ -206,7 +229,7 @@ class ReviewStore:
         elif status:
             raise ValueError(f"status {status!r}: {', '.join(STATUSES)}")
         if query and query.split():
-            where.append("p.image IN (SELECT image FROM photos_text WHERE photos_text MATCH ?)")
+            where.append("p.id IN (SELECT rowid FROM photos_text WHERE photos_text MATCH ?)")
             args.append(" ".join('"' + w.replace('"', '""') + '"' for w in query.split()))   # words, not syntax
         return (" WHERE " + " AND ".join(where) if where else ""), args
 
