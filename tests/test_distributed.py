@@ -80,7 +80,7 @@ def test_scst_in_two_processes_equals_one_process(tiny_data, tmp_path):
     # in batches of 2 leave the second rank without an image in the last batch, which must still step
     cache = tmp_path / "cache.npy"
     train(tiny_data, tmp_path / "xe", "--epochs", "1", "--finetune-epochs", "0", "--feature-cache", cache)
-    scst = ["--init", tmp_path / "xe" / "best.safetensors", "--epochs", "0", "--finetune-epochs", "0",
+    scst = ["--init", tmp_path / "xe" / "best.safetensors", "--init-mode", "continue", "--epochs", "0", "--finetune-epochs", "0",
             "--scst-epochs", "1", "--scst-batch-size", "2", "--scst-samples", "3", "--scst-max-len", "6", "--limit", "5"]
     train(tiny_data, tmp_path / "one", *scst)
     log = train(tiny_data, tmp_path / "two", *scst, nproc=2)

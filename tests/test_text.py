@@ -240,6 +240,10 @@ def test_alt_text_per_kind():
     from captioner.knowledge.tags import Tag
 
     assert alttext.compose("a dog", False, 0.1, [Tag("zebra", 0.95, None)], "drawing", None) == "Drawing that may show: zebra."
+    # a drawing in the domain of a decoder taught on a library's own captions (training/adapt.py) gets its caption
+    assert alttext.compose("a sheep", True, 0.8, [], "drawing", None, taught=True) == "Drawing: A sheep."
+    assert alttext.compose("a sheep", True, 0.2, [], "drawing", None, taught=True) == "Drawing that may show: a sheep."
+    assert alttext.compose("a sheep", False, 0.8, [], "drawing", None, taught=True) == "Drawing."
 
     sign = ImageText([line("PHARMACY", 10, 50, 120, 30)], 500, 400)
     assert alttext.compose("a dog", False, 0.1, [Tag("zebra", 0.5, None)], "drawing", sign) == 'Drawing, with the text "PHARMACY".'

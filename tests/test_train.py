@@ -158,7 +158,7 @@ def test_init_from_a_finetuned_model_never_reuses_the_pip_encoders_features(tiny
     main(run_args(tiny_data, tmp_path / "a", cache, epochs=1, finetune_epochs=1, finetune_blocks=1))
     capsys.readouterr()
     main(run_args(tiny_data, tmp_path / "b", cache, epochs=1, finetune_epochs=0,
-                  init=tmp_path / "a" / "last.safetensors"))
+                  init=tmp_path / "a" / "last.safetensors", init_mode="continue"))
     assert "does not match this run; recomputing" in capsys.readouterr().out
 
 
@@ -307,3 +307,57 @@ def test_one_caption_per_image_trains_and_calibrates(tmp_path, per_colour):
         assert info["calibrator"] is not None and 0 <= c.confidence <= 1
     else:   # the domain check and tags are stored, no confidence is made up
         assert info["calibrator"] is None and info["fitted_on"]["dev_ece"] is None and c.confidence is None
+
+
+def test_init_adapts_with_experts_a_grown_vocabulary_and_recalibration(tiny_data, tmp_path, capsys):
+    """--init on a library's own captions (one per image, new words): the starting decoder is kept as
+    an expert, the vocabulary grows with the old rows kept, LwF distils from the starting model, and
+    the knowledge has one part per decoder; both back-ends route each image to one of them."""
+    from captioner.api import Captioner
+    from captioner.training.adapt import distillation_loss, grow_vocabulary
+    from captioner.training.calibrate import calibrate
+
+    main(run_args(tiny_data, tmp_path / "a", tmp_path / "f.safetensors", epochs=2, finetune_epochs=0))
+    calibrate(tmp_path / "a" / "best.safetensors", str(tiny_data), log=lambda *_: None)
+    words = {"red": "a crimson tile glowing", "blue": "a cobalt tile glowing", "green": "a jade tile glowing"}
+    split = {"5": "test", "4": "dev"}
+    rows = ["image,caption,split"] + [f"Images/{p.name},{words[p.stem.split('_')[0]]},{split.get(p.stem[-1], 'train')}"
+                                      for p in sorted((tiny_data / "Images").glob("*.jpg"))]
+    (tiny_data / "library.csv").write_text("\n".join(rows) + "\n")
+
+    old, vocab, _ = checkpoint.load_model(tmp_path / "a" / "best.safetensors")
+    emb, out_w = old.decoder.embed.weight.clone(), old.decoder.out.weight.clone()
+    grown, new = grow_vocabulary(old, vocab, [w.split() for w in words.values()], min_count=1)
+    assert set(new) == {"crimson", "tile", "glowing", "cobalt", "jade"} - set(vocab.stoi)
+    assert grown.itos[:len(vocab)] == vocab.itos and old.cfg.vocab_size == len(grown)
+    assert torch.equal(old.decoder.embed.weight[:len(vocab)], emb)
+    assert torch.equal(old.decoder.out.weight[:len(vocab)], out_w)
+    logits = torch.randn(2, 3, len(vocab))
+    assert distillation_loss(logits, logits, torch.ones(2, 3, dtype=torch.long), 2.0).abs() < 1e-5
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="encoder frozen"):
+        main(run_args(tiny_data / "library.csv", tmp_path / "x", tmp_path / "g.safetensors", epochs=1,
+                      finetune_epochs=1, init=tmp_path / "a" / "best.safetensors"))
+    args = run_args(tiny_data / "library.csv", tmp_path / "b", tmp_path / "g.safetensors", epochs=2,
+                    init=tmp_path / "a" / "best.safetensors", distill=1.0)
+    args.calibrate = True
+    history = main(args)
+    assert [h["stage"] for h in history] == ["adapt", "adapt"] and history[0]["train_distill"] >= 0
+    printed = capsys.readouterr().out
+    assert "1 decoder(s) kept as experts" in printed and "crimson" in printed
+    model, v2, _ = checkpoint.load_model(tmp_path / "b" / "best.safetensors")
+    assert {"crimson", "cobalt", "jade"} <= set(v2.stoi) and v2.itos[:len(vocab)] == vocab.itos
+    assert len(model.experts) == 1 and model.expert_cfgs[0].vocab_size == len(vocab)
+    for k, v in old.decoder.state_dict().items():           # the expert is the starting decoder, unchanged
+        if not k.startswith(("embed", "out")):
+            assert torch.equal(model.experts[0].state_dict()[k], v), k
+    _, info = checkpoint.load_knowledge(tmp_path / "b" / "best.safetensors")
+    assert len(info["experts"]) == 1 and info["fitted_on"]["adapted_from"].endswith("best.safetensors")
+    images = sorted((tiny_data / "Images").glob("*.jpg"))
+    caps = {}
+    for backend in ("onnx", "torch"):
+        c = Captioner(tmp_path / "b" / "best.safetensors", backend=backend)
+        assert len(c.experts) == 2
+        caps[backend] = [r.text for _, r in c.caption_paths(images)]
+    assert caps["onnx"] == caps["torch"]

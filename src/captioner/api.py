@@ -57,6 +57,7 @@ class Caption:
     image_text: ImageText | None = None            # the text read in the image ("text" in to_dict); None: not read
     long_description: str = ""                     # all text read; for a chart its parts (alttext.py)
     text_error: str | None = None                  # why text could not be read, when it could not
+    taught: bool = False                           # from an adapted model's own decoder (training/adapt.py)
 
     def to_dict(self) -> dict:
         d = {"caption": self.text, "score": round(self.score, 4),
@@ -108,12 +109,20 @@ class Captioner:
         self.precision = getattr(self.model, "precision", "fp32")
         self.sizes = sorted({m.preprocess.size for m in self.members})
         self.decoding = self.model if len(self.members) == 1 else Ensemble(self.members)
+        # an adapted model's decoders (training/adapt.py), the model's own first; the knowledge routes
+        self.experts = [self.decoding, *getattr(self.model, "experts", [])]
+        if len(self.experts) > 1 and len(self.members) > 1:
+            raise ValueError(f"{paths[0]}: an adapted model (with the experts it started from) cannot be part "
+                             "of an ensemble")
         self.beam_size, self.length_penalty, self.no_repeat_ngram = beam_size, length_penalty, no_repeat_ngram
         self.paths = [Path(p) if p else modelfile.DEFAULT_MODEL for p in paths]
         self.path = self.paths[0]
         # the first member's file says what the model knows of its limits; read, never recomputed
         stored = modelfile.read(self.path).knowledge() if knowledge else None
         self.knowledge = Knowledge.from_file(*stored, self.vocab) if stored else None
+        if self.knowledge is not None and len(self.knowledge.experts) != len(self.experts):
+            raise modelfile.CheckpointError(f"{self.path}: its knowledge covers {len(self.knowledge.experts)} "
+                                            f"decoders, the file holds {len(self.experts)}")
         self.guidance = guidance      # guided captions where the knowledge allows them (knowledge.py)
         # what kind of image: the full classifier for the encoder it was fitted on, else colour-only
         loaded_kind = kinds.load(self.model.digest) if knowledge else None
@@ -176,31 +185,38 @@ class Captioner:
         if kn is None:   # a model file that was never calibrated: the caption is the alt text
             return [self._caption(hyps, side, neutral) for hyps in generate(self.decoding, feats, k, **decode)]
         # the ImageNet head and the domain check run on the pooled grid already computed
-        probs, dist, in_domain = kn.assess(pooled)
+        probs, dist, in_domain, route = kn.assess_routed(pooled)
         cand = kn.candidates(probs, in_domain) if self.guidance else [None] * len(probs)
-        todo = [i for i, r in enumerate(cand) if r]
-        rest = [i for i, r in enumerate(cand) if not r]
         results, guided = [None] * len(probs), [None] * len(probs)
 
         def rows(idx):
             return [_take(f, idx) for f in feats] if isinstance(feats, list) else _take(feats, idx)
 
-        if rest:
-            for i, hyps in zip(rest, generate(self.decoding, rows(rest), k, **decode)):
-                results[i] = hyps
-        if todo:  # the images that may be guided: plain and guided search in one pass
-            plain, constrained = generate(self.decoding, rows(todo), k, required=[cand[i] for i in todo],
-                                          also_unconstrained=True, **decode)
-            for i, p, g in zip(todo, plain, constrained):
-                results[i] = p
-                if g and not kn.already_named(probs[i], p[0].tokens) and kn.accept_guided(p[0].score, g[0].score):
-                    results[i] = g
-                    guided[i] = next(self.vocab.itos[t] for t in g[0].tokens if t in cand[i])
+        # each image by its expert: the model's own decoder, or one it was adapted from (training/adapt.py)
+        for e, decoding in enumerate(self.experts):
+            mine = [i for i in range(len(probs)) if route[i] == e]
+            if e > 0:   # an earlier expert's vocabulary is the first part of the model's
+                cand = [c if route[i] != e or c is None else ({w for w in c if w < decoding.cfg.vocab_size} or None)
+                        for i, c in enumerate(cand)]
+            todo = [i for i in mine if cand[i]]
+            rest = [i for i in mine if not cand[i]]
+            if rest:
+                for i, hyps in zip(rest, generate(decoding, rows(rest), k, **decode)):
+                    results[i] = hyps
+            if todo:  # the images that may be guided: plain and guided search in one pass
+                plain, constrained = generate(decoding, rows(todo), k, required=[cand[i] for i in todo],
+                                              also_unconstrained=True, **decode)
+                for i, p, g in zip(todo, plain, constrained):
+                    results[i] = p
+                    if g and not kn.already_named(probs[i], p[0].tokens) and kn.accept_guided(p[0].score, g[0].score):
+                        results[i] = g
+                        guided[i] = next(self.vocab.itos[t] for t in g[0].tokens if t in cand[i])
         out = [self._caption(hyps, side, neutral) for hyps in results]
         top = kn.tagger.top(probs, 5)
-        conf = kn.confidence([c.score for c in out], [len(c.words) for c in out], dist, probs.max(1))
+        conf = kn.confidence([c.score for c in out], [len(c.words) for c in out], dist, probs.max(1), route)
         for i, c in enumerate(out):
             c.tags, c.guided, c.in_domain = top[i], guided[i], bool(in_domain[i])
+            c.taught = len(self.experts) > 1 and int(route[i]) == 0   # an adapted model's own decoder
             c.domain_distance = float(dist[i])
             c.confidence = float(conf[i]) if conf is not None else None
         if self.kinds is not None:   # from the pooled grid and the pixels already at hand
@@ -227,7 +243,8 @@ class Captioner:
         return Caption(" ".join(words), words, best.score, beams, attention, side)
 
     def _compose(self, c: Caption, limit: int) -> str:
-        return alttext.compose(c.text, c.in_domain, c.confidence, c.tags, c.kind, c.image_text, c.chart_type, limit)
+        return alttext.compose(c.text, c.in_domain, c.confidence, c.tags, c.kind, c.image_text, c.chart_type, limit,
+                               taught=c.taught)
 
     def wants_text(self, c: Caption, mode: str | None = None) -> bool:
         """Whether to read the text of the image behind ``c``: auto reads every image not classed a

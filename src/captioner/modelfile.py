@@ -14,6 +14,8 @@ header's metadata, JSON entries:
                     written by ``python -m captioner.training.export``: graphs only, each weight an
                     external reference to the tensor of the same name in this file, so the weights
                     are stored once and both back-ends read them
+  * ``experts``     (an adapted model only, ``training/adapt.py``) the configs of the decoders it started
+                    from, whose weights are the tensors ``experts.N.*``
   * ``version``     ``{"weights": digest, "encoder": digest}``: short hashes of the weights, which
                     name caches (an ONNX export of a checkpoint) and pick the kind classifier
 
@@ -88,6 +90,7 @@ class ModelFile:
     graphs: dict[str, bytes] | None            # name -> serialised ONNX graph, or None
     version: dict = field(default_factory=dict)
     header: dict = field(default_factory=dict)   # the raw metadata entries (onnx_io, preprocess, ...)
+    experts: list = field(default_factory=list)  # configs of the decoders an adapted model started from
 
     def tensors(self, prefix: str = "", strip: bool = False) -> dict[str, np.ndarray]:
         """The file's tensors whose names start with ``prefix``, floats as float32 (the shipped
@@ -123,4 +126,4 @@ def read(path=None) -> ModelFile:
         raise CheckpointError(f"{path}: vocabulary has {len(vocab)} words, config says {cfg.get('vocab_size')}")
     return ModelFile(path, cfg, vocab, json.loads(md.get("meta", "{}")), json.loads(md.get("has_encoder", "false")),
                      json.loads(md["knowledge"]) if "knowledge" in md else None, graphs,
-                     json.loads(md.get("version", "{}")), md)
+                     json.loads(md.get("version", "{}")), md, json.loads(md.get("experts", "[]")))

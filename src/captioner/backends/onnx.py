@@ -73,9 +73,12 @@ class OnnxModel:
         self.digest = mf.version.get("encoder") or io_spec.get("encoder_digest")
         self.version = mf.version.get("weights")    # the model file's version: a digest of its weights
         weights = mf.tensors()
+        n_experts = io_spec.get("experts", 0)
         if io_spec.get("fused"):
-            weights.update({FUSED_PREFIX + k: np.ascontiguousarray(v, np.float32)
-                            for k, v in fused_tables(weights, "decoder.").items()})
+            for prefix, fused in [("decoder.", FUSED_PREFIX)] + [(f"experts.{i}.", f"experts.{i}.{FUSED_PREFIX}")
+                                                               for i in range(n_experts)]:
+                weights.update({fused + k: np.ascontiguousarray(v, np.float32)
+                                for k, v in fused_tables(weights, prefix).items()})
         available = ort.get_available_providers()
         self.providers = providers or (["CUDAExecutionProvider", "CPUExecutionProvider"]
                                        if "CUDAExecutionProvider" in available else ["CPUExecutionProvider"])
@@ -89,9 +92,13 @@ class OnnxModel:
             raise CheckpointError(f"{mf.path}: no int8 step in this model file; export it again "
                                   "(python -m captioner.training.export) or use --precision fp32")
         external = io_spec.get("external", {})
-        self.sessions = {k: self._session(graphs[k], external.get(k, []), weights, threads)
-                         for k in ("encoder", "init", step)}
+        names = ["encoder", "init", step] + [f"expert{i}.{g}" for i in range(1, n_experts + 1) for g in ("init", step)]
+        self.sessions = {k: self._session(graphs[k], external.get(k, []), weights, threads) for k in names}
         self.decoder = OnnxDecoder(self.sessions["init"], self.sessions[step], io_spec)
+        # the decoders an adapted model started from (training/adapt.py), each with its vocabulary size
+        self.experts = [Expert(OnnxDecoder(self.sessions[f"expert{i}.init"], self.sessions[f"expert{i}.{step}"],
+                                           io_spec), Config.from_dict(c))
+                        for i, c in enumerate(mf.experts, 1)]
 
     def _session(self, graph: bytes, names: list[str], weights: dict, threads):
         """A session for ``graph`` whose weights ``names`` are the file's tensors of those names."""
@@ -111,6 +118,13 @@ class OnnxModel:
         """Preprocessed images [B, 3, S, S] -> feature grid [B, C, H, W]."""
         x = np.ascontiguousarray(images, dtype=np.float32)
         return self.sessions["encoder"].run(None, {"images": x})[0]
+
+
+@dataclass
+class Expert:
+    """A decoder with its config: what ``search.generate`` takes as a model."""
+    decoder: object
+    cfg: Config
 
 
 class OnnxDecoder:

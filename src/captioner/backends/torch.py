@@ -144,16 +144,24 @@ class TorchModel:
         self.version = version.get("weights")
         self.encoder = self.model.encoder.to(memory_format=torch.channels_last)
         self.precision = resolve_precision(precision, device)
-        if self.precision == "bf16":
-            bf16_matmuls(self.model.decoder)
-        elif hasattr(self.model.decoder, "fuse_for_inference"):   # exact rewrites of the fp32 step (model.py)
-            self.model.decoder.fuse_for_inference()
+        for dec in [self.model.decoder, *self.model.experts]:
+            if self.precision == "bf16":
+                bf16_matmuls(dec)
+            elif hasattr(dec, "fuse_for_inference"):   # exact rewrites of the fp32 step (model.py)
+                dec.fuse_for_inference()
         self.decoder = _InferenceDecoder(self.model.decoder)
+        # the decoders an adapted model started from (training/adapt.py), as search.generate takes them
+        self.experts = [_Expert(_InferenceDecoder(d), c) for d, c in zip(self.model.experts, self.model.expert_cfgs)]
 
     @torch.inference_mode()
     def encode(self, images) -> torch.Tensor:
         x = torch.as_tensor(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
         return self.encoder(x.contiguous(memory_format=torch.channels_last))
+
+
+class _Expert:
+    def __init__(self, decoder, cfg):
+        self.decoder, self.cfg = decoder, cfg
 
 
 class _InferenceDecoder:

@@ -23,6 +23,9 @@ is):
   * chart: its type and title, "Bar chart: Monthly active users by region.";
   * drawing: "Drawing that may show: " and a confident ImageNet tag (p >= 0.9, right for about two in
     three drawings), else "Drawing", with any text it holds;
+  * a drawing captioned by a decoder taught on a library's own captions (an adapted model's own decoder,
+    ``training/adapt.py``) in its domain: that caption, as for a photo, after "Drawing: " (or "Drawing
+    that may show: " where the confidence is low): those captions are what the library's people wrote;
   * photo: as above, with the text read in it appended (``, with the text "PHARMACY".``) - text that
     passed the strict photo filter of ``ocr.filter_lines``.
 ``long_description`` is the longer text for a page's long description (IPTC ExtDescrAccessibility):
@@ -55,12 +58,17 @@ def shorten(text: str, limit: int = MAX_CHARS) -> str:
 
 
 def compose(caption: str, in_domain: bool | None, confidence: float | None, tags: list, kind: str | None = None,
-            text=None, chart_type: str | None = None, limit: int = MAX_CHARS) -> str:
+            text=None, chart_type: str | None = None, limit: int = MAX_CHARS, taught: bool = False) -> str:
     """``tags``: ``tags.Tag`` objects, most probable first.  ``in_domain`` None (a model file without
     calibration): the caption as it is; ``confidence`` None (none could be fitted): in domain the
     caption, out of domain as usual.  ``kind``: ``kind.KINDS`` (None: a photo); ``text``:
-    ``ocr.ImageText`` read in the image, or None (not read)."""
+    ``ocr.ImageText`` read in the image, or None (not read).  ``taught``: the caption comes from a
+    decoder taught on a library's own captions."""
     lines = list(text.lines) if text else []
+    if kind == "drawing" and taught and in_domain:
+        base = _photo(caption, in_domain, confidence, tags)
+        base = ("Drawing that may show: " + base[len(MAY_SHOW):]) if base.startswith(MAY_SHOW) else "Drawing: " + base
+        return shorten(base, limit)
     if kind in ("screenshot", "document", "chart", "drawing"):
         return shorten(_non_photo(kind, lines, text, tags, chart_type), limit)
     base = _photo(caption, in_domain, confidence, tags)

@@ -13,6 +13,12 @@ Steps, on the training and dev splits only (the test split never takes part):
      the confidence calibrator fitted on them (skipped, with a warning, where it cannot be: fewer
      than two dev captions, or all of one kind).
 About 3 minutes on 2 CPU cores for Flickr8k (7,000 images encoded, 1,000 captioned).
+
+Recalibration (``start``: the model a run adapted, ``training/adapt.py``), without the starting model's
+training data: steps 2-4 fit the knowledge of the model's own (new) decoder on the new data, and the
+decoders it started from keep the knowledge the starting model had for them; the gate between them is
+their domain checks (``knowledge/bundle.py``).  The confidence is fitted on the dev captions the new
+decoder makes.
 """
 from __future__ import annotations
 
@@ -96,8 +102,9 @@ def _pooled(cap: Captioner, paths, batch_size: int) -> np.ndarray:
 def calibrate(model_path, data: str, out=None, batch_size: int = 32, encoder_weights: str | None = None,
               layout: str | None = None, backend: str = "auto", precision: str = "auto",
               no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM, guidance: bool = True, log=print,
-              device: str = "cpu") -> dict:
-    """Fit and store the knowledge of ``model_path`` (written to ``out`` or in place); -> a summary."""
+              device: str = "cpu", start=None) -> dict:
+    """Fit and store the knowledge of ``model_path`` (written to ``out`` or in place); -> a summary.
+    ``start``: the calibrated model ``model_path`` was adapted from (same encoder): recalibrate."""
     t0 = time.time()
     # the same decoding as the product's, so the confidence describes the captions users get
     cap = Captioner(model_path, device=device, encoder_weights=encoder_weights, backend=backend, precision=precision,
@@ -110,11 +117,16 @@ def calibrate(model_path, data: str, out=None, batch_size: int = 32, encoder_wei
     train, dev = ds.images("train"), ds.images("dev")
     if not train or not dev:
         raise ValueError(f"{data}: calibration needs train and dev images ({len(train)} / {len(dev)})")
+    old = Knowledge.from_file(*checkpoint.load_knowledge(start), cap.vocab) if start else None
     log(f"encoding {len(train)} training images for the out-of-domain bank")
     domain = DomainCheck.fit(_pooled(cap, [ds.image_dir / n for n in train], batch_size))
     dev_dist = domain.distance(_pooled(cap, [ds.image_dir / n for n in dev], batch_size))
     threshold = domain.set_threshold(dev_dist)
-    cap.knowledge = Knowledge(Tagger(*head, cap.vocab), domain, dev_dist)
+    # an adapted model (training/adapt.py): the experts it started from keep the knowledge they had
+    cap.knowledge = Knowledge(Tagger(*head, cap.vocab), domain, dev_dist, more=old.experts if old else None)
+    if len(cap.knowledge.experts) != len(cap.experts):
+        raise ValueError(f"{model_path} holds {len(cap.experts)} decoders; the knowledge of "
+                         f"{start or 'a fresh calibration'} covers {len(cap.knowledge.experts)}")
     log(f"out-of-domain threshold {threshold:.4f} (dev 95th percentile); captioning {len(dev)} dev images")
     refs = ds.references("dev")
     caps = []
@@ -124,6 +136,11 @@ def calibrate(model_path, data: str, out=None, batch_size: int = 32, encoder_wei
         caps.append(res)
     names = dev   # caption_paths answers in input order
     model_q, human_q = per_image_quality([c.words for c in caps], [refs[n] for n in names])
+    if old:   # the confidence of this model's own expert, from the dev images it captions
+        _, _, _, route = cap.knowledge.assess_routed(_pooled(cap, [ds.image_dir / n for n in dev], batch_size))
+        keep = np.flatnonzero(route == 0)
+        log(f"{len(keep)} of {len(dev)} dev images go to this model's own decoder")
+        caps, model_q, human_q = [caps[i] for i in keep], model_q[keep], human_q[keep]
     y = model_q >= human_q
     x = features([c.score for c in caps], [len(c.words) for c in caps], [c.domain_distance for c in caps],
                  [c.tags[0].prob for c in caps])
@@ -132,7 +149,8 @@ def calibrate(model_path, data: str, out=None, batch_size: int = 32, encoder_wei
         # and tags (the alt text still follows the out-of-domain flag) but gives no confidence
         cal = None
         log(f"warning: {len(caps)} dev captions, {int(y.sum())} of them acceptable: a confidence cannot be fitted "
-            f"(it needs at least {MIN_DEV_FOR_CONFIDENCE} and both kinds); the model gives none")
+            f"(it needs at least {MIN_DEV_FOR_CONFIDENCE} and both kinds); "
+            "the model gives none")
     else:
         cal = fit_calibrator(x, y)
     cap.knowledge.calibrator = cal
@@ -140,7 +158,8 @@ def calibrate(model_path, data: str, out=None, batch_size: int = 32, encoder_wei
                "dev_ece": expected_calibration_error(cal(x), y) if cal else None,
                "dev_guided": sum(c.guided is not None for c in caps), "seconds": round(time.time() - t0, 1)}
     tensors, info = cap.knowledge.to_file()
-    info["fitted_on"] = {"data": str(data), "train_images": len(train), "dev_images": len(dev), **summary}
+    info["fitted_on"] = {"data": str(data), "train_images": len(train), "dev_images": len(dev), **summary,
+                         **({"adapted_from": str(start)} if old else {})}
     checkpoint.save_knowledge(model_path, tensors, info, out)
     ece = "none" if summary["dev_ece"] is None else f"{summary['dev_ece']:.4f}"
     log(f"wrote {out or model_path}: dev acceptable {summary['dev_acceptable']:.3f}, dev ECE "

@@ -65,9 +65,10 @@ def save_model(path, model: CaptionModel, vocab: Vocab, meta: dict | None = None
     sd = model.state_dict()
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).cpu() for k, v in sd.items()
                if include_encoder or not k.startswith("encoder.")}
+    experts = {"experts": json.dumps([c.to_dict() for c in model.expert_cfgs])} if model.expert_cfgs else {}
     atomic_save(tensors, path, {"format": FORMAT, "config": json.dumps(model.cfg.to_dict()),
                                 "vocab": vocab.to_json(), "meta": json.dumps(meta or {}),
-                                "has_encoder": json.dumps(include_encoder), **_extra(extra)})
+                                "has_encoder": json.dumps(include_encoder), **experts, **_extra(extra)})
 
 
 def _extra(extra: dict | None) -> dict:
@@ -92,6 +93,8 @@ def load_model(path=None, device: str | torch.device = "cpu", encoder_weights: s
     vocab = Vocab.from_json(md["vocab"])
     has_encoder = json.loads(md.get("has_encoder", "false"))
     model = CaptionModel(cfg, pretrained_encoder=not has_encoder, encoder_weights=encoder_weights)
+    for d in json.loads(md.get("experts", "[]")):   # the decoders an adapted model started from
+        model.add_expert(ModelConfig.from_dict(d))
     sd = {k: v for k, v in load_file(str(path)).items() if not k.startswith(KNOWLEDGE)}
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [k for k in missing if has_encoder or not k.startswith("encoder.")]

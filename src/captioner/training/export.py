@@ -118,18 +118,14 @@ def _quantize(graph: bytes) -> bytes:
         return dst.read_bytes()
 
 
-def graphs(model, strip: bool = True) -> tuple[dict[str, bytes], dict]:
-    """-> (ONNX graphs "encoder", "init", "step" with the weights as references to the model file's
-    tensor names, their layout: state and memory counts, attention, fused tables and, per graph, the
-    names of its external weights).  ``strip=False`` keeps every weight inside its graph (the cache of
-    a checkpoint that has no graphs of its own)."""
-    model = model.float().eval()
-    cfg, dec = model.cfg, model.decoder
-    size = cfg.image_size
-    file_names = {f"decoder.{k}": v for k, v in dec.state_dict().items()}
+def _decoder_graphs(dec, feats, strip: bool, tensor_prefix: str, graph_prefix: str) -> tuple[dict, dict, dict]:
+    """One decoder's "init", "step" and "step_int8" graphs (named ``graph_prefix`` + those), its weights
+    as references to the file's tensors ``tensor_prefix`` + their names -> (graphs, external weight names
+    per graph, layout)."""
+    file_names = {f"{tensor_prefix}{k}": v for k, v in dec.state_dict().items()}
+    fused_prefix = tensor_prefix[:-len("decoder.")] + FUSED_PREFIX if tensor_prefix.endswith("decoder.") \
+        else tensor_prefix + FUSED_PREFIX
     with torch.no_grad():
-        grid = model.encoder(torch.zeros(1, 3, size, size))
-        feats = torch.randn(2, grid.size(2) * grid.size(3), cfg.feature_dim).abs()
         state, memory = dec.init_state(feats)
     memory = tuple(memory or ())
     ns, nm = len(state), len(memory)
@@ -144,16 +140,17 @@ def graphs(model, strip: bool = True) -> tuple[dict[str, bytes], dict]:
             state, memory = dec.init_state(feats)   # the fused memory layout
     memory = tuple(memory or ())
     n_in = [f"state_{i}" for i in range(ns)] + [f"memory_{j}" for j in range(nm)]
-    out, external = {}, {"init": [], "step": [], "encoder": []}
-    rename_dec = {f"dec.{k}": f"decoder.{k}" for k in dec.state_dict()}
-    rename_dec.update({f"tables.{k}": f"{FUSED_PREFIX}{k}" for k in (tables or {})})
+    out, external = {}, {f"{graph_prefix}{k}": [] for k in ("init", "step", "step_int8")}
+    rename_dec = {f"dec.{k}": f"{tensor_prefix}{k}" for k in dec.state_dict()}
+    rename_dec.update({f"tables.{k}": f"{fused_prefix}{k}" for k in (tables or {})})
     available = dict(file_names)
-    available.update({f"{FUSED_PREFIX}{k}": v for k, v in (tables or {}).items()})
+    available.update({f"{fused_prefix}{k}": v for k, v in (tables or {}).items()})
     available = {k: v.detach().cpu().numpy() for k, v in available.items()} if strip else {}
     init_out = [f"state_{i}" for i in range(ns)] + [f"memory_{j}" for j in range(nm)]
-    out["init"] = _strip(_export(_Init(dec, step.tables).eval(), (feats,), ["feats"], init_out,
-                                 {"feats": {0: "images", 1: "cells"}, **{n: {0: "images"} for n in init_out}}),
-                         rename_dec, available, external["init"])
+    out[f"{graph_prefix}init"] = _strip(
+        _export(_Init(dec, step.tables).eval(), (feats,), ["feats"], init_out,
+                {"feats": {0: "images", 1: "cells"}, **{n: {0: "images"} for n in init_out}}),
+        rename_dec, available, external[f"{graph_prefix}init"])
     words = torch.tensor([1, 5, 1, 7, 1, 9], dtype=torch.long)      # 2 images x 3 rows
     rows = torch.arange(2).repeat_interleave(3)
     args = (words, *(s[rows] for s in state), *memory)
@@ -168,19 +165,41 @@ def graphs(model, strip: bool = True) -> tuple[dict[str, bytes], dict]:
     if has_alpha:
         dynamic["alpha"] = {0: "rows", 1: "cells"}
     raw_step = _export(step, args, ["words", *n_in], step_out, dynamic)
-    out["step"] = _strip(raw_step, rename_dec, available, external["step"])
+    out[f"{graph_prefix}step"] = _strip(raw_step, rename_dec, available, external[f"{graph_prefix}step"])
     # the int8 step (--precision int8): its quantised weights live in the graph, the rest in the file
-    external["step_int8"] = []
-    out["step_int8"] = _strip(_quantize(raw_step), rename_dec, available, external["step_int8"])
+    out[f"{graph_prefix}step_int8"] = _strip(_quantize(raw_step), rename_dec, available,
+                                             external[f"{graph_prefix}step_int8"])
+    if tables:
+        dec.fuse_for_inference()    # back to the decoder's own tables
+    return out, external, {"state": ns, "memory": nm, "alpha": has_alpha, "fused": sorted(tables or {}) if strip else []}
+
+
+def graphs(model, strip: bool = True) -> tuple[dict[str, bytes], dict]:
+    """-> (ONNX graphs "encoder", "init", "step" (and "step_int8"), and for each expert the model was
+    adapted from (``training/adapt.py``) "expert1.init", "expert1.step", ..., with the weights as
+    references to the model file's tensor names; their layout: state and memory counts, attention,
+    fused tables and, per graph, the names of its external weights).  ``strip=False`` keeps every weight
+    inside its graph (the cache of a checkpoint that has no graphs of its own)."""
+    model = model.float().eval()
+    cfg = model.cfg
+    size = cfg.image_size
+    with torch.no_grad():
+        grid = model.encoder(torch.zeros(1, 3, size, size))
+        feats = torch.randn(2, grid.size(2) * grid.size(3), cfg.feature_dim).abs()
+    out, external, layout = _decoder_graphs(model.decoder, feats, strip, "decoder.", "")
+    for i, dec in enumerate(model.experts, 1):
+        g, ext, lay = _decoder_graphs(dec, feats, strip, f"experts.{i - 1}.", f"expert{i}.")
+        if {k: v for k, v in lay.items() if k != "fused"} != {k: v for k, v in layout.items() if k != "fused"}:
+            raise ValueError(f"expert {i}: its decoder's state layout differs from the main decoder's")
+        out.update(g)
+        external.update(ext)
+    external["encoder"] = []
     enc_names = {k: f"encoder.{k}" for k in model.encoder.state_dict()}
     enc_avail = {f"encoder.{k}": v.detach().cpu().numpy() for k, v in model.encoder.state_dict().items()} if strip else {}
     out["encoder"] = _strip(_export(model.encoder, (torch.zeros(1, 3, size, size),), ["images"], ["grid"],
                                     {"images": {0: "batch"}, "grid": {0: "batch"}}), enc_names, enc_avail,
                             external["encoder"])
-    if tables:
-        dec.fuse_for_inference()    # back to the decoder's own tables
-    io_spec = {"state": ns, "memory": nm, "alpha": has_alpha, "fused": sorted(tables or {}) if strip else [],
-               "external": external, "opset": OPSET}
+    io_spec = {**layout, "external": external, "opset": OPSET, "experts": len(model.experts)}
     return out, io_spec
 
 

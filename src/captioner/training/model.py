@@ -11,6 +11,11 @@ Decoders
   * ``plain`` - the seed's baseline (Show and Tell style): the pooled image is fed to the
     LSTM once at the start, then only words; no attention.
 
+Experts (``training/adapt.py``): a model taught a new world keeps the decoders it started from in
+``CaptionModel.experts`` (frozen, each with its own ``ModelConfig``; the same encoder feeds them all);
+an image is captioned by the one whose domain it is nearest (``knowledge/bundle.py``).  ``decoder`` is
+always the newest, expert 0.
+
 ``step(words, state, memory)`` advances every row of a batch by one word and returns
 logits, the new state and the attention weights.  Memory (the image grid and its projected
 keys) is kept once per image; rows are image-major groups of K (beams or samples).  Teacher forcing, greedy and beam search
@@ -279,6 +284,17 @@ class CaptionModel(nn.Module):
             raise ValueError(f"encoder {cfg.encoder} gives {self.encoder.out_channels} channels, "
                              f"config says feature_dim={cfg.feature_dim}")
         self.decoder = DECODERS[cfg.decoder](cfg)
+        self.expert_cfgs: list[ModelConfig] = []      # the configs of ``experts`` (saved in the header)
+        self.experts = nn.ModuleList()
+
+    def add_expert(self, cfg: "ModelConfig", decoder: nn.Module | None = None) -> nn.Module:
+        """Append a decoder (a new one of ``cfg``'s kind if not given) as the next expert -> it."""
+        if cfg.decoder != self.cfg.decoder or cfg.feature_dim != self.cfg.feature_dim:
+            raise ValueError(f"an expert must be a {self.cfg.decoder} decoder on {self.cfg.feature_dim} channels")
+        decoder = decoder if decoder is not None else DECODERS[cfg.decoder](cfg)
+        self.expert_cfgs.append(cfg)
+        self.experts.append(decoder)
+        return decoder
 
     @property
     def preprocess(self):

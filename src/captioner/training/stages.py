@@ -5,6 +5,9 @@
                         decoder time only.  Stops early after ``--patience`` epochs without gain.
   * ``FinetuneStage`` - the encoder's top ``--finetune-blocks`` stages and the decoder, from pixels,
                         at lower learning rates, starting from the best model so far.
+  * ``AdaptStage``    - with ``--init``: the frozen stage on a library's own captions with Learning
+                        without Forgetting (``adapt.py``): the loss adds the distillation from the
+                        starting model along its own captions of the new images.
   * ``ScstStage``     - self-critical CIDEr-D training (``scst.py``) on the final encoder's grids,
                         starting from the best cross-entropy model; in data-parallel runs its
                         gradients are summed by hand (``Dist.sum_grads``), not by DDP.
@@ -28,6 +31,7 @@ from captioner.training import checkpoint
 from captioner.training.data import tokenize
 from captioner.training.distributed import Dist
 from captioner.training.features import ImageFiles, Rows, extract_features
+from captioner.training.adapt import distillation_loss, teacher_captions
 from captioner.training.scst import reward_scorer, scst_one_epoch
 
 
@@ -51,6 +55,7 @@ class Run:
     feats: object = None                        # the stage-1 feature cache (FeatureStore)
     init_finetuned: bool = False                # started (--init) from a fine-tuned model
     stale: int = 0                              # epochs since the last dev improvement
+    teacher: object = None                      # --init with --distill: the starting model, frozen
     dist: Dist = field(default_factory=lambda: Dist(torch.device("cpu")))   # device, precision, ranks
 
     def restart_from_best(self, keep_as: str) -> None:
@@ -283,6 +288,58 @@ class FrozenStage(Stage):
         return r.feats[[r.index[n] for n in r.dev_names]]
 
 
+class AdaptStage(FrozenStage):
+    """The frozen stage with Learning without Forgetting (``adapt.py``): cross-entropy on the new
+    captions plus ``--distill`` x the distillation from the teacher along its caption of each image."""
+    name = "adapt"
+
+    def __init__(self, run: Run, first: int, last: int):
+        super().__init__(run, first, last)
+        self.targets = None
+
+    def _prepare(self) -> None:
+        """The teacher's caption of every training image, once per process (so a resumed run
+        makes them again, identically: beam search is deterministic)."""
+        r = self.run
+        if r.dist.distributed:
+            raise SystemExit("--init with --distill trains in one process (a library's captions are few): "
+                             "run it without torchrun, or with --distill 0")
+        feats = Rows(r.feats, [r.index[n] for n in r.train_names])
+        caps = teacher_captions(r.teacher, feats, beam_size=r.args.eval_beam, max_len=r.args.max_len)
+        self.targets = dict(zip(r.train_names, caps))
+
+    def train_one_epoch(self, epoch: int, sample_prob: float) -> dict:
+        r, a = self.run, self.run.args
+        if self.targets is None:
+            self._prepare()
+        model, teacher, dev = r.model, r.teacher, r.dist.device
+        lengths = [len(c) for _, c in r.pairs]
+        order = length_bucketed_batches(lengths, a.batch_size, r.g)
+        model.train()
+        totals = {"train_loss": 0.0, "train_xe": 0.0, "train_distill": 0.0}
+        bar = tqdm(order, desc=f"epoch {epoch} (adapt, distilled)", unit="batch", mininterval=5)
+        for b in bar:
+            names = [r.pairs[j][0] for j in b]
+            feats = r.feats[[r.index[n] for n in names]].to(dev)
+            caps = pad([r.pairs[j][1] for j in b]).to(dev)
+            _, xe = model(feats=feats, captions=caps, label_smoothing=a.label_smoothing, att_reg=a.att_reg,
+                          sample_prob=sample_prob)
+            told = pad([self.targets[n] for n in names]).to(dev)
+            student, _ = model.teacher_forced(feats, told[:, :-1])
+            with torch.no_grad():
+                guide, _ = teacher.teacher_forced(feats, told[:, :-1])
+            kd = distillation_loss(student, guide, told[:, 1:], a.distill_temperature)
+            loss = xe + a.distill * kd
+            r.optimizers["decoder"].zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(r.dec_params, 5.0)
+            r.optimizers["decoder"].step()
+            for k, v in (("train_loss", loss), ("train_xe", xe), ("train_distill", kd)):
+                totals[k] += v.item() / len(order)
+            bar.set_postfix(xe=f"{xe.item():.3f}", kd=f"{kd.item():.3f}", refresh=False)
+        return {k: round(v, 4) for k, v in totals.items()}
+
+
 class FinetuneStage(Stage):
     name = "finetune"
 
@@ -363,5 +420,6 @@ def plan(run: Run, cached_features) -> list[Stage]:
     ``--scst-epochs`` SCST; epochs are numbered through the whole plan."""
     a = run.args
     xe = a.epochs + a.finetune_epochs
-    return [FrozenStage(run, 1, a.epochs), FinetuneStage(run, a.epochs + 1, xe),
+    first = AdaptStage if run.teacher is not None else FrozenStage
+    return [first(run, 1, a.epochs), FinetuneStage(run, a.epochs + 1, xe),
             ScstStage(run, xe + 1, xe + a.scst_epochs, cached_features)]

@@ -12,10 +12,17 @@ confidence, ImageNet head; ``--no-calibrate`` skips it).  Test images never reac
 
     captioner train --out runs/main          # the shipped model's recipe (defaults)
     captioner train ... --resume          # continue an interrupted run
+    captioner train --data photos/reviewed.csv --init --out runs/library   # teach the shipped model a library
+
+With ``--init`` a run starts from a trained model and, by default, adapts it to the new captions
+without making it forget its own world (``adapt.py``): the vocabulary grows, the encoder stays
+frozen, the loss adds Learning without Forgetting's distillation, the knowledge is recalibrated.
+The defaults that differ between the two recipes are in ``RECIPES``.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -38,8 +45,32 @@ from captioner.training.encoders import CHANNELS
 from captioner.training.metrics import score_all
 from captioner.training.model import DECODERS, CaptionModel, ModelConfig
 from captioner.training.plots import plot_history
+from captioner.training.adapt import grow_vocabulary, keep_experts
 from captioner.runtime import DEVICE_HELP, cache_dir
 from captioner.vocab import Vocab
+
+
+# defaults that depend on whether a run starts from scratch or adapts a trained model (--init);
+# a flag given on the command line wins.  The adapt recipe was chosen on the Tux Paint stamps' dev split
+# (docs/review.md).
+RECIPES = {"scratch": {"epochs": 12, "finetune_epochs": 2, "min_count": 5, "lr": 4e-4, "distill": 0.0, "patience": 3},
+           "adapt": {"epochs": 20, "finetune_epochs": 0, "min_count": 2, "lr": 8e-4, "distill": 0.0, "patience": 5}}
+
+
+def recipe(args) -> str:
+    """``scratch``, ``adapt`` (--init, the default), or ``continue`` (--init --init-mode continue: more
+    training of a model on its own data, as before adapt.py; the scratch recipe's defaults)."""
+    return "scratch" if not args.init else args.init_mode
+
+
+def resolve_recipe(args) -> None:
+    """Fill the flags left at None with the defaults of the run's recipe."""
+    for k, v in RECIPES["adapt" if recipe(args) == "adapt" else "scratch"].items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    if recipe(args) == "adapt" and args.finetune_epochs:
+        raise SystemExit("--init adapts with the encoder frozen: the decoders it keeps as experts and the knowledge "
+                         "read its features (use --init-mode continue to fine-tune a model on its own data)")
 
 
 @torch.inference_mode()
@@ -145,13 +176,22 @@ def setup(args, dist: Dist) -> Run:
         train_names, dev_names = train_names[:args.limit], dev_names[:max(args.limit // 5, 2)]
 
     vocab_path = out / "vocab.json"
-    init_meta = {}
-    if args.init:  # start from a trained checkpoint (e.g. fine-tune a frozen-stage model)
+    init_meta, teacher = {}, None
+    if args.init:  # start from a trained checkpoint: adapt it (adapt.py), or continue its training
         model, vocab, init_meta = checkpoint.load_model(args.init, encoder_weights=args.encoder_weights)
         cfg = model.cfg
         if (cfg.encoder, cfg.image_size) != (args.encoder, args.image_size):
             raise SystemExit(f"--init {args.init}: its encoder {cfg.encoder}@{cfg.image_size} differs from "
                              f"--encoder {args.encoder} --image-size {args.image_size}")
+        if recipe(args) == "adapt":
+            if args.distill > 0 and args.epochs:
+                teacher = copy.deepcopy(model).eval().requires_grad_(False).to(dist.device)
+            keep_experts(model)
+            vocab, new_words = grow_vocabulary(model, vocab, (tokenize(c) for n in train_names
+                                                              for c in ds.captions[n]), args.min_count)
+            print(f"--init {args.init}: {len(model.experts)} decoder(s) kept as experts; {len(new_words)} new words "
+                  f"seen at least {args.min_count} times"
+                  + (f" ({', '.join(new_words[:12])}{', ...' if len(new_words) > 12 else ''})" if new_words else ""))
     else:
         if args.resume and vocab_path.is_file():
             vocab = Vocab.load(vocab_path)
@@ -181,12 +221,13 @@ def setup(args, dist: Dist) -> Run:
     optimizers = {"decoder": opt, **({"encoder": opt_enc} if opt_enc else {})}
     return Run(args, ds, vocab, model, train_names, dev_names, pairs, optimizers, dec_params, enc_params,
                torch.Generator().manual_seed(args.seed), out, out / "best.safetensors", index, feats,
-               init_finetuned=bool(init_meta.get("finetuned")), dist=dist)
+               init_finetuned=bool(init_meta.get("finetuned")), dist=dist, teacher=teacher)
 
 
 def main(args):
     """Run the plan of stages: train an epoch, caption the dev split, keep the best, write the
     resume point; -> the history.  Under torchrun, every rank runs this; rank 0 writes."""
+    resolve_recipe(args)
     dist = distributed.init(args.device, args.precision)
     quiet = None
     if not dist.is_main:   # one voice: rank 0's
@@ -221,7 +262,9 @@ def _run(args, dist: Dist):
             if epoch < start_epoch:
                 continue
             if stage.stopped():
-                print(f"early stop: dev CIDEr-D has not improved for {run.stale} epochs")
+                if not getattr(stage, "said_stop", False):   # once, not for every epoch left
+                    print(f"early stop: dev CIDEr-D has not improved for {run.stale} epochs")
+                    stage.said_stop = True
                 continue
             t0 = time.time()
             p_sample = 0.0 if isinstance(stage, ScstStage) else sample_prob(args, epoch)
@@ -269,7 +312,7 @@ def _run(args, dist: Dist):
         from captioner.training.calibrate import calibrate
 
         calibrate(best_path, args.data, layout=args.layout, no_repeat_ngram=args.no_repeat_ngram,
-                  device=str(dist.device))
+                  device=str(dist.device), start=args.init if recipe(args) == "adapt" else None)
     return history
 
 
@@ -291,12 +334,15 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--hidden-dim", type=int, default=ModelConfig.hidden_dim, help="LSTM hidden size")
     ap.add_argument("--attention-dim", type=int, default=ModelConfig.attention_dim, help="attention MLP size")
     ap.add_argument("--dropout", type=float, default=ModelConfig.dropout, help="dropout before the word classifier")
-    ap.add_argument("--min-count", type=int, default=5, help="vocabulary: minimum word count in training captions")
+    ap.add_argument("--min-count", type=int, default=None,
+                    help="vocabulary: minimum count of a word in the training captions (default 5; with --init, "
+                         "2: the words a trained model lacks that join its vocabulary)")
     ap.add_argument("--max-len", type=int, default=ModelConfig.max_len,
                     help="longest caption in words (training and generation)")
-    ap.add_argument("--epochs", type=int, default=12, help="epochs of the frozen-encoder stage")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="epochs of the frozen-encoder stage (default 12; with --init, 20)")
     ap.add_argument("--batch-size", type=int, default=64, help="captions per batch in the frozen stage")
-    ap.add_argument("--lr", type=float, default=4e-4, help="decoder learning rate (Adam)")
+    ap.add_argument("--lr", type=float, default=None, help="decoder learning rate (Adam; default 4e-4, with --init 8e-4)")
     ap.add_argument("--lr-decay", type=float, default=0.85, help="learning rate factor per epoch")
     ap.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the word loss")
     ap.add_argument("--scheduled-sampling", type=float, default=0.0,
@@ -306,8 +352,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--scheduled-sampling-increase", type=float, default=0.05,
                     help="scheduled sampling: probability added per epoch until the highest is reached")
     ap.add_argument("--att-reg", type=float, default=1.0, help="doubly stochastic attention penalty weight")
-    ap.add_argument("--patience", type=int, default=3, help="early stop after this many epochs without dev gain")
-    ap.add_argument("--finetune-epochs", type=int, default=2, help="epochs of end-to-end fine-tuning after stage 1")
+    ap.add_argument("--patience", type=int, default=None,
+                    help="early stop after this many epochs without dev gain (default 3; with --init, 5)")
+    ap.add_argument("--finetune-epochs", type=int, default=None,
+                    help="epochs of end-to-end fine-tuning after stage 1 (default 2; with --init, 0: the encoder "
+                         "stays frozen, as the knowledge the model file carries reads its features)")
     ap.add_argument("--finetune-blocks", type=int, default=3, help="encoder stages unfrozen when fine-tuning")
     ap.add_argument("--finetune-lr", type=float, default=2e-5, help="encoder learning rate when fine-tuning")
     ap.add_argument("--finetune-decoder-lr-scale", type=float, default=0.1,
@@ -333,7 +382,16 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: PyTorch's default)")
     ap.add_argument("--limit", type=int, default=0, help="use only this many training images (quick runs)")
     ap.add_argument("--seed", type=int, default=0, help="random seed")
-    ap.add_argument("--init", default=None, help="start from this trained checkpoint (its config and vocabulary)")
+    ap.add_argument("--init", nargs="?", const=str(checkpoint.DEFAULT_MODEL), default=None, metavar="MODEL",
+                    help="start from this trained model (the shipped one if MODEL is left out) and teach it --data "
+                         "(adapt.py: its decoders kept as experts, the vocabulary grown, the knowledge recalibrated)")
+    ap.add_argument("--init-mode", choices=["adapt", "continue"], default="adapt",
+                    help="with --init: adapt it to new data (default), or continue training it on its own data "
+                         "(no experts, no new words; e.g. fine-tune a frozen-stage model)")
+    ap.add_argument("--distill", type=float, default=None,
+                    help="adapting: weight of Learning without Forgetting's distillation from the --init model "
+                         "along its own captions of the new images (default 0: plain fine-tuning; docs/review.md)")
+    ap.add_argument("--distill-temperature", type=float, default=2.0, help="temperature of that distillation")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/train_state.safetensors")
     ap.add_argument("--device", default="auto", help=DEVICE_HELP + "; under torchrun, each process's own GPU")
     ap.add_argument("--precision", default="auto", choices=TRAIN_PRECISIONS,
