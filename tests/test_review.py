@@ -170,3 +170,14 @@ def test_a_database_of_the_first_layout_keeps_its_decisions(tmp_path):
         assert s.index() == 2                                  # the derived index is rebuilt from the file
         assert s.final("a.jpg")["text"] == "A wet dog." and s.counts() == {"photos": 2, "reviewed": 1}
         assert [p["record"]["image"] for p in s.page(query="caption of")] == ["b.jpg", "a.jpg"]
+
+
+def test_a_retried_photo_keeps_its_row_and_its_new_text_is_searched(tmp_path):
+    res = tmp_path / "captions.jsonl"
+    write(res, [rec("a.jpg", 0.9), {"image": "b.jpg", "error": "b.jpg: corrupt"}])
+    with ReviewStore(res) as s:
+        assert s.index() == 2 and s.page(status="failed")[0]["record"]["image"] == "b.jpg"
+        write(res, [rec("b.jpg", 0.4, alt="A zebra crossing.")], mode="a")       # --retry-errors captioned it
+        assert s.index() == 1 and s.counts()["photos"] == 2 and not s.page(status="failed")
+        assert [p["record"]["image"] for p in s.page(query="zebra")] == ["b.jpg"]
+        assert not s.page(query="corrupt") and s.page()[0]["record"]["alt_text"] == "A zebra crossing."

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS indexed (source TEXT PRIMARY KEY, position INTEGER NO
 # the index of the results file is derived data: a database of an older layout drops and rebuilds it,
 # and keeps every decision
 DERIVED = ("photos_text", "photos", "indexed")
+BLOCK = 8 << 20      # bytes of the results file read (and indexed in one transaction) at a time
 
 
 def default_path(results) -> Path:
@@ -96,26 +97,37 @@ class ReviewStore:
         return self._index_jsonl()
 
     def _index_jsonl(self) -> int:
+        """Read on from the last position, a block of whole lines at a time, each block one transaction
+        (so memory stays bounded and an interrupted first index resumes where it stopped)."""
         row = self.db.execute("SELECT position FROM indexed WHERE source = ?", (str(self.results),)).fetchone()
-        start = row[0] if row else 0
+        pos = row[0] if row else 0
+        n = 0
         with open(self.results, "rb") as f:
-            if start > f.seek(0, 2):     # the file was replaced by a shorter one: index it again
-                start = 0
-            f.seek(start)
-            data = f.read()
-        end = data.rfind(b"\n") + 1      # whole lines only: a run may be appending
-        recs = []
-        for line in data[:end].splitlines():
-            if line.strip():
-                try:
-                    text = line.decode("utf-8")
-                    recs.append((json.loads(text), text))
-                except ValueError:
-                    continue              # a torn line a repair will drop; the results file is the truth
-        with self._transaction():
-            self._add(recs)
-            self.db.execute("INSERT OR REPLACE INTO indexed VALUES (?, ?)", (str(self.results), start + end))
-        return len(recs)
+            if pos > f.seek(0, 2):       # the file was replaced by a shorter one: index it again
+                pos = 0
+            f.seek(pos)
+            buf = b""
+            while True:
+                data = f.read(BLOCK)
+                buf += data
+                end = buf.rfind(b"\n") + 1  # whole lines only: a run may be appending
+                if end:
+                    recs = []
+                    for line in buf[:end].splitlines():
+                        if line.strip():
+                            try:
+                                text = line.decode("utf-8")
+                                recs.append((json.loads(text), text))
+                            except ValueError:
+                                continue  # a torn line a repair will drop; the results file is the truth
+                    pos += end
+                    with self._transaction():
+                        self._add(recs)
+                        self.db.execute("INSERT OR REPLACE INTO indexed VALUES (?, ?)", (str(self.results), pos))
+                    n += len(recs)
+                    buf = buf[end:]
+                if not data:
+                    return n
 
     def _index_parquet(self) -> int:
         import pyarrow.parquet as pq
@@ -136,7 +148,9 @@ class ReviewStore:
 
     def _add(self, recs: list[tuple[dict, str]]) -> None:
         """(record, its JSON) pairs -> rows of the index.  A photo seen again (a failure retried by a
-        later run) keeps its row id and gets the newer record; the text index is keyed by that id."""
+        later run) keeps its row id and gets the newer record; the text index is keyed by that id.  New
+        photos, nearly all of them, go in with one statement per table."""
+        rows = {}
         for r, raw in recs:
             if "image" not in r:
                 continue
@@ -146,17 +160,27 @@ class ReviewStore:
             group = 0 if failed else (1 if r.get("in_domain") is False else 2)
             rank = 0.0 if failed else (2.0 if conf is None else float(conf))
             text = (r.get("text") or {}).get("text", "") if isinstance(r.get("text"), dict) else ""
-            row = (r["image"], raw, int(failed), None if r.get("in_domain") is None else int(r["in_domain"]), conf,
-                   r.get("kind"), r.get("alt_text"), group, rank)
-            pid = self.db.execute(
-                "INSERT INTO photos (image, rec, failed, in_domain, confidence, kind, alt_text, rank_group, rank_conf) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (image) DO UPDATE SET rec = excluded.rec, "
-                "failed = excluded.failed, in_domain = excluded.in_domain, confidence = excluded.confidence, "
-                "kind = excluded.kind, alt_text = excluded.alt_text, rank_group = excluded.rank_group, "
-                "rank_conf = excluded.rank_conf RETURNING id", row).fetchone()[0]
+            rows[r["image"]] = ((r["image"], raw, int(failed), None if r.get("in_domain") is None else int(r["in_domain"]),
+                                 conf, r.get("kind"), r.get("alt_text"), group, rank),
+                                (r.get("alt_text") or "", r.get("caption") or "", text))   # the latest line wins
+        images = list(rows)
+        known = {}
+        for i in range(0, len(images), 500):
+            part = images[i:i + 500]
+            known.update(self.db.execute(f"SELECT image, id FROM photos WHERE image IN ({','.join('?' * len(part))})",
+                                         part).fetchall())
+        first = (self.db.execute("SELECT MAX(id) FROM photos").fetchone()[0] or 0) + 1
+        new = [im for im in images if im not in known]
+        ids = {im: first + k for k, im in enumerate(new)}
+        cols = "image, rec, failed, in_domain, confidence, kind, alt_text, rank_group, rank_conf"
+        self.db.executemany(f"INSERT INTO photos (id, {cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            [(ids[im], *rows[im][0]) for im in new])
+        for im, pid in known.items():
+            self.db.execute(f"UPDATE photos SET ({cols}) = (?, ?, ?, ?, ?, ?, ?, ?, ?) WHERE id = ?", (*rows[im][0], pid))
             self.db.execute("DELETE FROM photos_text WHERE rowid = ?", (pid,))
-            self.db.execute("INSERT INTO photos_text (rowid, image, alt_text, caption, text) VALUES (?, ?, ?, ?, ?)",
-                            (pid, r["image"], r.get("alt_text") or "", r.get("caption") or "", text))
+        ids.update(known)
+        self.db.executemany("INSERT INTO photos_text (rowid, image, alt_text, caption, text) VALUES (?, ?, ?, ?, ?)",
+                            [(ids[im], im, *rows[im][1]) for im in images])
 
     @contextlib.contextmanager
     def _transaction(self):

@@ -233,7 +233,7 @@ def main(args) -> int:
         raise ValueError(f"--host {args.host}: beyond this machine the page needs --token SECRET "
                          "(for instance --token \"$(openssl rand -hex 16)\")")
     reviewer = (args.reviewer or getpass.getuser() or "").strip()
-    # the first start indexes the whole results file (about 100 s per million photos here); later ones
+    # the first start indexes the whole results file (about 40 s per million photos here); later ones
     # read only what a run appended since
     print(f"captioner review: indexing {args.results} ...", file=sys.stderr, flush=True)
     app = create_review_app(args.results, reviewer, args.token, loopback_only=loopback)
