@@ -89,7 +89,7 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=["image", "caption", "split", "source"])
         w.writeheader()
         w.writerows(rows)
-    print(f"{out / 'captions.csv'}: {len(rows)} stamps, {counts}; the test split is the {len(test)} stamps "
+    print(f"{out / 'captions.csv'}: {len(rows)} stamps, {counts}; the test split holds the {len(test)} stamps "
           "of the out-of-domain set")
 
 
