@@ -361,3 +361,12 @@ def test_init_adapts_with_experts_a_grown_vocabulary_and_recalibration(tiny_data
         assert len(c.experts) == 2
         caps[backend] = [r.text for _, r in c.caption_paths(images)]
     assert caps["onnx"] == caps["torch"]
+
+
+def test_a_run_trains_alike_whether_it_computes_its_features_or_reads_them(tiny_data, tmp_path):
+    """Computing features draws from torch's global generator (a DataLoader does): with dropout on, a run
+    that computes them and one that reads them from the cache must still train identically."""
+    cache = tmp_path / "f.safetensors"
+    ha = main(run_args(tiny_data, tmp_path / "a", cache, epochs=2, finetune_epochs=0, dropout=0.5))  # computes
+    hb = main(run_args(tiny_data, tmp_path / "b", cache, epochs=2, finetune_epochs=0, dropout=0.5))  # reads
+    assert [h["train_loss"] for h in ha] == [h["train_loss"] for h in hb]

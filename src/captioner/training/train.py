@@ -210,6 +210,9 @@ def setup(args, dist: Dist) -> Run:
     index, feats = {}, None
     if args.epochs or args.finetune_epochs:
         index, feats = get_features(args, ds, model.encoder, bool(init_meta.get("finetuned")), dist)
+    # computing the features iterates a DataLoader, which draws from the global generator: seed it again, so
+    # a run that computes them and one that reads them from the cache train alike (dropout included)
+    torch.manual_seed(args.seed)
     pairs = encode_split(ds, train_names, vocab, args.max_len)
     print(f"training captions: {len(pairs)} from {len(train_names)} images; dev images: {len(dev_names)}")
 
