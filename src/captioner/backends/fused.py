@@ -14,6 +14,12 @@ from array_api_compat import array_namespace
 FUSED_PREFIX = "fused."
 
 
+def fused_prefix(decoder_prefix: str) -> str:
+    """The names of a decoder's fused tables: ``fused.`` for the model's own (``decoder.*``),
+    ``experts.N.fused.`` for an expert's (``experts.N.*``, ``training/adapt.py``)."""
+    return FUSED_PREFIX if decoder_prefix == "decoder." else decoder_prefix + FUSED_PREFIX
+
+
 def fused_tables(w: dict, prefix: str = "") -> dict:
     """``w``: the adaptive decoder's weights by their names (``prefix`` + ``embed.weight``, ...)."""
     g = lambda k: w[prefix + k]  # noqa: E731

@@ -22,7 +22,7 @@ import numpy as np
 
 from captioner import modelfile
 from captioner.runtime import cache_dir
-from captioner.backends.fused import FUSED_PREFIX, fused_tables
+from captioner.backends.fused import fused_prefix, fused_tables
 from captioner.modelfile import CheckpointError
 from captioner.preprocess import Preprocess
 
@@ -75,9 +75,8 @@ class OnnxModel:
         weights = mf.tensors()
         n_experts = io_spec.get("experts", 0)
         if io_spec.get("fused"):
-            for prefix, fused in [("decoder.", FUSED_PREFIX)] + [(f"experts.{i}.", f"experts.{i}.{FUSED_PREFIX}")
-                                                               for i in range(n_experts)]:
-                weights.update({fused + k: np.ascontiguousarray(v, np.float32)
+            for prefix in ["decoder."] + [f"experts.{i}." for i in range(n_experts)]:
+                weights.update({fused_prefix(prefix) + k: np.ascontiguousarray(v, np.float32)
                                 for k, v in fused_tables(weights, prefix).items()})
         available = ort.get_available_providers()
         self.providers = providers or (["CUDAExecutionProvider", "CPUExecutionProvider"]

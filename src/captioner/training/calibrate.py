@@ -120,7 +120,8 @@ def calibrate(model_path, data: str, out=None, batch_size: int = 32, encoder_wei
     old = Knowledge.from_file(*checkpoint.load_knowledge(start), cap.vocab) if start else None
     log(f"encoding {len(train)} training images for the out-of-domain bank")
     domain = DomainCheck.fit(_pooled(cap, [ds.image_dir / n for n in train], batch_size))
-    dev_dist = domain.distance(_pooled(cap, [ds.image_dir / n for n in dev], batch_size))
+    dev_pooled = _pooled(cap, [ds.image_dir / n for n in dev], batch_size)
+    dev_dist = domain.distance(dev_pooled)
     threshold = domain.set_threshold(dev_dist)
     # an adapted model (training/adapt.py): the experts it started from keep the knowledge they had
     cap.knowledge = Knowledge(Tagger(*head, cap.vocab), domain, dev_dist, more=old.experts if old else None)
@@ -137,7 +138,7 @@ def calibrate(model_path, data: str, out=None, batch_size: int = 32, encoder_wei
     names = dev   # caption_paths answers in input order
     model_q, human_q = per_image_quality([c.words for c in caps], [refs[n] for n in names])
     if old:   # the confidence of this model's own expert, from the dev images it captions
-        _, _, _, route = cap.knowledge.assess_routed(_pooled(cap, [ds.image_dir / n for n in dev], batch_size))
+        _, _, _, route = cap.knowledge.assess_routed(dev_pooled)
         keep = np.flatnonzero(route == 0)
         log(f"{len(keep)} of {len(dev)} dev images go to this model's own decoder")
         caps, model_q, human_q = [caps[i] for i in keep], model_q[keep], human_q[keep]

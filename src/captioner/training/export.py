@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from captioner.backends.fused import FUSED_PREFIX
+from captioner.backends.fused import fused_prefix
 from captioner.search import generate
 from captioner.training import calibrate, checkpoint
 
@@ -123,8 +123,7 @@ def _decoder_graphs(dec, feats, strip: bool, tensor_prefix: str, graph_prefix: s
     as references to the file's tensors ``tensor_prefix`` + their names -> (graphs, external weight names
     per graph, layout)."""
     file_names = {f"{tensor_prefix}{k}": v for k, v in dec.state_dict().items()}
-    fused_prefix = tensor_prefix[:-len("decoder.")] + FUSED_PREFIX if tensor_prefix.endswith("decoder.") \
-        else tensor_prefix + FUSED_PREFIX
+    fused = fused_prefix(tensor_prefix)
     with torch.no_grad():
         state, memory = dec.init_state(feats)
     memory = tuple(memory or ())
@@ -142,9 +141,9 @@ def _decoder_graphs(dec, feats, strip: bool, tensor_prefix: str, graph_prefix: s
     n_in = [f"state_{i}" for i in range(ns)] + [f"memory_{j}" for j in range(nm)]
     out, external = {}, {f"{graph_prefix}{k}": [] for k in ("init", "step", "step_int8")}
     rename_dec = {f"dec.{k}": f"{tensor_prefix}{k}" for k in dec.state_dict()}
-    rename_dec.update({f"tables.{k}": f"{fused_prefix}{k}" for k in (tables or {})})
+    rename_dec.update({f"tables.{k}": f"{fused}{k}" for k in (tables or {})})
     available = dict(file_names)
-    available.update({f"{fused_prefix}{k}": v for k, v in (tables or {}).items()})
+    available.update({f"{fused}{k}": v for k, v in (tables or {}).items()})
     available = {k: v.detach().cpu().numpy() for k, v in available.items()} if strip else {}
     init_out = [f"state_{i}" for i in range(ns)] + [f"memory_{j}" for j in range(nm)]
     out[f"{graph_prefix}init"] = _strip(
