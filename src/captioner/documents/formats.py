@@ -1,0 +1,59 @@
+"""The one interface every document format implements, and the table of formats by file suffix.
+
+A format answers two questions and knows nothing of captioning:
+
+- ``read(path, data)``: which images does this document reference, with what alt text and context?
+  -> ``[ImageRef]`` in document order (``refs.py``), ``src`` as written; nothing is resolved or opened.
+- ``write(path, data, alts)``: this document's bytes with the alt text of each reference named in
+  ``alts`` (``ImageRef.key`` -> new alt text; ``""`` marks the image decorative where the format can say
+  so) set, and every other byte kept.  A format proves its own result: it reads the new bytes again and
+  raises ``DocumentError`` unless the same references come back in the same order with only the asked
+  alt texts changed (Black's ``assert_equivalent``, for alt text).
+
+Zip formats also hand out an embedded picture's bytes: ``image_bytes(path, data, member)``.
+Walking folders, resolving ``src`` (``paths.py``), captioning, atomic replacement and ``--diff`` live
+once, above the formats, in ``documents/__init__.py``.
+
+    python -m captioner.documents.formats     # lists the formats and their suffixes
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Protocol
+
+from captioner.documents.refs import ImageRef
+
+
+class DocumentError(Exception):
+    """A document that cannot be read or written as asked; the message names the document and the problem."""
+
+    def __init__(self, document: str, problem: str):
+        super().__init__(f"{document}: {problem}")
+        self.document, self.problem = str(document), problem
+
+
+class Format(Protocol):
+    name: str
+
+    def read(self, path: str, data: bytes) -> list[ImageRef]: ...
+
+    def write(self, path: str, data: bytes, alts: dict[str, str]) -> bytes: ...
+
+
+# suffix -> module under captioner.documents that defines FORMAT (imported only when a file of that kind is met)
+SUFFIXES = {".html": "html", ".htm": "html", ".xhtml": "html", ".md": "markdown", ".markdown": "markdown",
+            ".docx": "ooxml", ".pptx": "ooxml", ".epub": "epub"}
+
+
+def format_for(path: str | Path) -> Format | None:
+    """The format that reads ``path`` (by its suffix, any case), or None for a file that is not a document."""
+    module = SUFFIXES.get(Path(path).suffix.lower())
+    if module is None:
+        return None
+    return importlib.import_module(f"captioner.documents.{module}").format_for(path)
+
+
+if __name__ == "__main__":
+    for suffix, module in SUFFIXES.items():
+        print(f"{suffix}\tcaptioner.documents.{module}")
