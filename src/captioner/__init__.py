@@ -13,10 +13,13 @@ package can import onnxruntime; a user's own setting of the variable is respecte
 """
 import os
 
+# the one place the package version is written: pyproject.toml reads it from here, and
+# captioner --version, captioner info, the HTTP API and installed metadata all report it
+__version__ = "0.1.0"
+
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from captioner.api import Caption, Captioner, load
 from captioner.images import ImageError
 
-__all__ = ["Caption", "Captioner", "ImageError", "load"]
-__version__ = "0.1.0"
+__all__ = ["Caption", "Captioner", "ImageError", "load", "__version__"]
