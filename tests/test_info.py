@@ -121,4 +121,4 @@ def test_the_app_shows_the_card():
     at = AppTest.from_file(str(ROOT / "src" / "captioner" / "serve" / "app.py"), default_timeout=120).run()
     assert not at.exception
     assert "About the model" in [e.label for e in at.expander]
-    assert any(m.value == info.model_card() for m in at.markdown)
+    assert any(m.value.strip() == info.model_card().strip() for m in at.markdown)
