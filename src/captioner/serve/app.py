@@ -111,7 +111,7 @@ def show_knowledge(result) -> None:
 
 
 def note(text: str, where=None) -> None:
-    """A line of small print.  Not ``st.caption``: its grey fails WCAG contrast (axe-core, issue 23) on the
+    """A line of small print.  Not ``st.caption``: its grey fails WCAG contrast (axe-core) on the
     sidebar and under images; the text is escaped, as file names can hold markdown."""
     (where or st).markdown(re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", text))
 
