@@ -49,7 +49,7 @@ def model_info(path=None) -> dict:
         "onnx_graphs": sorted(mf.graphs) if mf.graphs else [],
         "calibrated": mf.knowledge_info is not None,
         "dev_scores": {k: round(v, 4) for k, v in dev.items() if isinstance(v, (int, float))},
-        "size_mb": round(mf.path.stat().st_size / 2**20, 1),
+        "size_mb": round(mf.path.stat().st_size / 1e6, 1),
         "model_card_describes": card_digest(card),
         "model_card": card,
     }
