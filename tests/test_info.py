@@ -122,3 +122,28 @@ def test_the_app_shows_the_card():
     assert not at.exception
     assert "About the model" in [e.label for e in at.expander]
     assert any(m.value.strip() == info.model_card().strip() for m in at.markdown)
+
+
+def console_examples(text: str) -> list[tuple[list[str], str]]:
+    """The ``$ captioner caption ...`` commands of a Markdown text's console blocks, each with the output shown."""
+    out, fenced, cmd = [], False, None
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced, cmd = line == "```console", None
+        elif fenced and line.startswith("$ captioner caption "):
+            cmd = (line[2:].split(), [])
+            out.append(cmd)
+        elif fenced and cmd is not None:
+            cmd[1].append(line)
+    return [(c, "\n".join(lines) + "\n") for c, lines in out]
+
+
+@needs_model
+def test_the_readme_shows_real_output_of_the_bundled_examples():
+    # each "$ captioner caption ..." of the README's console blocks prints exactly what is shown under it
+    examples = console_examples((ROOT / "README.md").read_text())
+    assert len(examples) >= 2
+    for cmd, shown in examples:
+        r = subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == shown, (cmd, r.stdout)
