@@ -74,6 +74,18 @@ def test_health_and_openapi(server):
     assert "/caption" in spec["paths"] and "/caption/batch" in spec["paths"]
 
 
+def test_health_names_the_package_version_and_links_the_model_card(server):
+    import captioner
+    from captioner.info import model_card
+
+    h = json.loads(urllib.request.urlopen(server + "/health").read())
+    assert h["captioner"] == captioner.__version__ and h["model_card"] == "/model-card"
+    assert len(json.dumps(h)) < 1000   # light: the card is a link, not a field
+    with urllib.request.urlopen(server + h["model_card"]) as r:
+        assert r.headers["content-type"].startswith("text/markdown")
+        assert r.read().decode("utf-8") == model_card()
+
+
 def test_caption_with_beams(server):
     status, body = post(server + "/caption?beam_size=3&n_best=3", [("image", "a.jpg", jpeg())])
     assert status == 200, body

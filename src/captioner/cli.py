@@ -5,6 +5,7 @@
     captioner train --out runs/main --epochs 12 --finetune-epochs 2
     captioner evaluate --split test
     captioner review captions.jsonl --reviewer ana   # a person approves or corrects a library run
+    captioner info                               # the version, the model file's digests, the model card
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from captioner import runtime
+from captioner import __version__, runtime
 from captioner import wording
 from captioner.search import DEFAULT_LENGTH_PENALTY
 
@@ -132,6 +133,14 @@ def _export(args) -> int:
     return 0
 
 
+def _info(args) -> int:
+    from captioner.info import format_text, model_info
+
+    info = model_info(args.model)
+    print(json.dumps(info, indent=1) if args.format == "json" else format_text(info, card=not args.no_card))
+    return 0
+
+
 def _app(args) -> int:
     import importlib.util
 
@@ -141,6 +150,12 @@ def _app(args) -> int:
     from captioner.serve.app import launch  # imports streamlit only when the app is asked for
 
     return launch(args)
+
+
+def _description(module) -> str:
+    """A module's docstring as a command's --help text: the reST literal marks (double backquotes) that
+    help the source's reader are noise on a terminal."""
+    return (module.__doc__ or "").replace("``", "")
 
 
 def _needs_torch(command: str) -> int:
@@ -155,6 +170,7 @@ def main(argv=None) -> int:
     # for, so captioning starts without torch, FastAPI or Streamlit (and works where torch is absent)
     command = next((a for a in argv if not a.startswith("-")), None)
     ap = argparse.ArgumentParser(prog="captioner", description="Describe photos in English sentences.")
+    ap.add_argument("--version", action="version", version=f"captioner {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("caption", help="caption images (files, folders, globs)",
@@ -239,7 +255,7 @@ def main(argv=None) -> int:
             from captioner.training import evaluate, train
 
             mod = train if name == "train" else evaluate
-            p = sub.add_parser(name, help=help_, description=mod.__doc__,
+            p = sub.add_parser(name, help=help_, description=_description(mod),
                                formatter_class=argparse.RawDescriptionHelpFormatter)
             mod.add_arguments(p)
             p.set_defaults(func=(lambda a: (train.main(a), 0)[1]) if name == "train" else evaluate.main)
@@ -247,7 +263,7 @@ def main(argv=None) -> int:
     if command == "serve":
         from captioner.serve import http as server
 
-        p = sub.add_parser("serve", help="run the HTTP API", description=server.__doc__,
+        p = sub.add_parser("serve", help="run the HTTP API", description=_description(server),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         server.add_arguments(p)
         p.set_defaults(func=server.main)
@@ -258,11 +274,21 @@ def main(argv=None) -> int:
         from captioner.serve import review
 
         p = sub.add_parser("review", help="review a library run's alt texts in the browser",
-                           description=review.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                           description=_description(review), formatter_class=argparse.RawDescriptionHelpFormatter)
         review.add_arguments(p)
         p.set_defaults(func=review.main)
     else:
         sub.add_parser("review", help="review a library run's alt texts in the browser")
+
+    p = sub.add_parser("info", help="the package version, the model file's versions and digests, and its model card",
+                       description="What is installed: the package version; the model file, its weights and "
+                                   "encoder digests and architecture; and the model card (what the shipped model "
+                                   "learnt from, what it is for and not for, and how well it does).")
+    p.add_argument("--model", default=None, help="model file (.safetensors); default: the shipped model")
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help="text (facts, then the model card), or one JSON object with the card as a field")
+    p.add_argument("--no-card", action="store_true", help="text format: the facts only, without the model card")
+    p.set_defaults(func=_info)
 
     p = sub.add_parser("app", help="run the Streamlit web app (headless)")
     _app_arguments(p)

@@ -1,4 +1,4 @@
-"""The adaptive decoder's fused step tables (issue 22: exact rewrites of ``step()``), written once
+"""The adaptive decoder's fused step tables (exact rewrites of ``step()``), written once
 against the array API, so the torch decoder (``training/model.py``, ``fuse_for_inference``) and the
 ONNX back-end (``backends/onnx.py``, from the model file's tensors at load) make the same ones:
 

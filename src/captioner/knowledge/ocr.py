@@ -10,7 +10,7 @@ configuration fetches its models on first use, which fails offline).
 
 Why RapidOCR: measured on the held-out screenshots, pages and charts (``benchmarks/bench_text.py``;
 docs/text.md) it reads nearly every word, from a pip install with its models inside (33 MB);
-Tesseract misses a quarter of the words on the same kinds of images (issue 21's measurement).
+Tesseract misses a quarter of the words on the same kinds of images (as reported; not rerun here).
 
 What is kept of the engine's output (``filter_lines``):
   * script: the recogniser also reads Chinese and other scripts; a line is kept only when at least

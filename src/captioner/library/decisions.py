@@ -1,5 +1,5 @@
 """A person's decisions on a library run's alt texts, and the index a review reads, in one SQLite
-database beside the results file (``RESULTS.review.sqlite``; issue 23).  Standard library only.
+database beside the results file (``RESULTS.review.sqlite``).  Standard library only.
 
     store = ReviewStore("captions.jsonl")
     store.index()                                    # new records of the results file, incrementally
@@ -30,7 +30,7 @@ from pathlib import Path
 ACTIONS = ("accept", "edit", "decorative", "skip")
 STATUSES = ("failed", "out of domain", "reviewed", "unreviewed")
 
-SCHEMA_VERSION = 2   # 1: session 10's (the text index keyed by path: a full scan per record)
+SCHEMA_VERSION = 2   # 1: the first layout (the text index keyed by path: a full scan per record)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS photos (
     id INTEGER PRIMARY KEY, image TEXT NOT NULL UNIQUE, rec TEXT NOT NULL, failed INTEGER NOT NULL,

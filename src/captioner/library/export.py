@@ -1,5 +1,5 @@
 """``captioner export``: a library run's final captions, or the review decisions themselves, as a
-file (issue 23).  The results file and the decisions database (``decisions.py``) are only read.
+file.  The results file and the decisions database (``decisions.py``) are only read.
 
     captioner export captions.jsonl --out photos/final.jsonl            # every photo's final alt text
     captioner export captions.jsonl --reviewed --out photos/train.csv   # accepted and edited: training data

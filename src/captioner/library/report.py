@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 THUMB = 256
-LOW_CONFIDENCE = 0.5   # below this a caption is flagged for review (the confidence is calibrated, issue 7)
+LOW_CONFIDENCE = 0.5   # below this a caption is flagged for review (the confidence is calibrated)
 
 
 def doubt(rec: dict) -> tuple:

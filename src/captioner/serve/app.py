@@ -20,6 +20,7 @@ import streamlit as st
 
 from captioner.api import Captioner
 from captioner.images import IMAGE_SUFFIXES, ImageError, open_image
+from captioner.info import model_card
 from captioner.attention import attention_overlay
 
 BUNDLED_EXAMPLES = Path(__file__).parent.parent / "examples"  # public-domain / CC0 photos, see LICENSES.txt
@@ -110,7 +111,7 @@ def show_knowledge(result) -> None:
 
 
 def note(text: str, where=None) -> None:
-    """A line of small print.  Not ``st.caption``: its grey fails WCAG contrast (axe-core, issue 23) on the
+    """A line of small print.  Not ``st.caption``: its grey fails WCAG contrast (axe-core) on the
     sidebar and under images; the text is escaped, as file names can hold markdown."""
     (where or st).markdown(re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", text))
 
@@ -168,6 +169,8 @@ def main(argv=None):
         wording = {"read_text": read_text, "gender_neutral": neutral, "max_chars": int(max_chars)}
         cfg = cap.model.cfg
         note(f"Model: {cap.path.name} · {cfg.encoder} + {cfg.decoder} LSTM · {len(cap.vocab)} words")
+        with st.expander("About the model"):   # the model card: what it learnt from, is for, and measured
+            st.markdown(model_card())
 
     inputs: list[tuple[str, bytes]] = []
     tab_up, tab_cam, tab_ex = st.tabs(["Upload", "Camera", "Examples"])

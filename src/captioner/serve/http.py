@@ -1,13 +1,15 @@
-"""HTTP API: ``captioner serve [--host H] [--port N]``.
+"""HTTP API: captioner serve [--host H] [--port N]
 
-    POST /caption          multipart field ``image``            -> {"caption", "alt_text", "kind", "text", "long_description", ..., "seconds"}
+    POST /caption          multipart field "image"            -> {"caption", "alt_text", "kind", "text", "long_description", ..., "seconds"}
                            query: beam_size, n_best, read_text (auto|always|never), gender_neutral, max_chars
-    POST /caption/batch    multipart fields ``images`` (1..32)  -> {"results": [{"filename", "caption" | "error"}]}
-    GET  /health           -> {"status": "ok", ...}
+    POST /caption/batch    multipart fields "images" (1..32)  -> {"results": [{"filename", "caption" | "error"}]}
+    GET  /health           -> {"status": "ok", "captioner": package version, "model", "version": weights digest, ...,
+                               "model_card": "/model-card"}
+    GET  /model-card       -> the model card (Markdown): what the model learnt from, what it is for, how well it does
     GET  /docs, /openapi.json
 
 The model is loaded once at start-up and shared; requests are captioned one at a time
-(the encoder already uses every core).  Uploads over ``--max-upload-mb`` are refused with
+(the encoder already uses every core).  Uploads over --max-upload-mb are refused with
 413 before they are read in full; a non-image or corrupt upload gets a 4xx JSON error.
 """
 from __future__ import annotations
@@ -21,10 +23,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
+from captioner import __version__
 from captioner.api import Captioner
 from captioner.images import ImageError, open_image
+from captioner.info import model_card
 from captioner import wording
 from captioner.runtime import DEVICE_HELP
 
@@ -103,7 +107,7 @@ def create_app(captioner: Captioner | None = None, model_path: str | None = None
         get()  # load the model before the first request, once
         yield
 
-    app = FastAPI(title="captioner", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="captioner", version=__version__, lifespan=lifespan,
                   description="Describe photos in English sentences. Upload an image, get a caption.")
 
     def _caption(data: bytes, name: str, beam_size: int, n_best: int, opts: dict):
@@ -121,9 +125,14 @@ def create_app(captioner: Captioner | None = None, model_path: str | None = None
     @app.get("/health")
     def health():
         c = get()
-        return {"status": "ok", "model": c.path.name, "version": c.version, "device": str(c.device), "encoder": c.model.cfg.encoder,
+        return {"status": "ok", "captioner": __version__, "model": c.path.name, "version": c.version,
+                "device": str(c.device), "encoder": c.model.cfg.encoder,
                 "decoder": c.model.cfg.decoder, "vocabulary": len(c.vocab), "backend": c.backend,
-                "precision": c.precision}
+                "precision": c.precision, "model_card": "/model-card"}   # the card itself is long: a link
+
+    @app.get("/model-card", response_class=PlainTextResponse)
+    def card():
+        return PlainTextResponse(model_card(), media_type="text/markdown; charset=utf-8")
 
     read_q = Query(None, pattern="^(auto|always|never)$",
                    description="read the text in the image: auto (not for photos), always, never; default: the server's")

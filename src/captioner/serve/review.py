@@ -1,28 +1,28 @@
-"""The review server of a library run (issue 23): ``captioner review RESULTS [--reviewer NAME]``.
+"""The review server of a library run: captioner review RESULTS [--reviewer NAME]
 
     captioner caption photos/ --output captions.jsonl      # the machine drafts
     captioner review captions.jsonl --reviewer ana          # a person approves: http://127.0.0.1:8765/
     captioner review captions.jsonl --host 0.0.0.0 --token "$(openssl rand -hex 16)"   # beyond this machine
 
-The page (``review_page/``) shows the doubtful photos first, with filters, text search and progress,
+The page (review_page/) shows the doubtful photos first, with filters, text search and progress,
 and takes accept / edit / decorative / skip from buttons or the keyboard.  Every decision is one
-transaction in the SQLite database beside the results (``library/decisions.py``), durable before the
+transaction in the SQLite database beside the results (library/decisions.py), durable before the
 page hears "saved"; the results file is only read, and indexed again (incrementally) while a run
 still appends to it.
 
 What it will and will not serve:
   * only the page's three files, the JSON API below and the photos listed in the results file: a photo
-    is asked for by its exact path as the results file writes it and looked up there, so ``..``,
+    is asked for by its exact path as the results file writes it and looked up there, so "..",
     absolute paths, encoded slashes or a symlink beside the photos name nothing listed and get 404;
   * never a file's bytes: a photo is decoded and sent as a JPEG preview re-encoded from its pixels, so
     even a listed path later swapped for a link to a text file yields a 4xx, not the file;
   * on loopback (the default) only requests whose Host is this machine (a web page elsewhere cannot reach
-    it through DNS rebinding); beyond loopback ``--token`` is required and checked on every request
-    (``Authorization: Bearer``, or the cookie the page's first ``/?token=`` visit sets);
+    it through DNS rebinding); beyond loopback --token is required and checked on every request
+    ("Authorization: Bearer", or the cookie the page's first /?token= visit sets);
   * a decision only as a JSON POST from the page's own origin, so another site cannot forge one.
 
-API: ``GET /api/summary``, ``GET /api/photos?offset&limit&kind&status&q``, ``GET /api/photo?image=``,
-``POST /api/decisions`` ``{"image", "action", "text"}``, ``GET /api/history?image=``.
+API: GET /api/summary, GET /api/photos?offset&limit&kind&status&q, GET /api/photo?image=,
+POST /api/decisions {"image", "action", "text"}, GET /api/history?image=.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Teach a trained model a library's own world without making it forget its own (issue 23):
+"""Teach a trained model a library's own world without making it forget its own:
 ``captioner train --data captions.csv --init [MODEL]`` (the shipped model when MODEL is left out).
 
     captioner export captions.jsonl --reviewed --out photos/reviewed.csv   # what a person approved

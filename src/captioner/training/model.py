@@ -8,7 +8,7 @@ Decoders
   * ``adaptive`` - adaptive attention with a visual sentinel (Lu et al. 2017): the model decides
     per word how much to look at the photo at all.
   * ``updown`` - the two-layer top-down attention LSTM of Anderson et al. 2018 on the grid.
-  * ``plain`` - the seed's baseline (Show and Tell style): the pooled image is fed to the
+  * ``plain`` - a Show and Tell style baseline: the pooled image is fed to the
     LSTM once at the start, then only words; no attention.
 
 Experts (``training/adapt.py``): a model taught a new world keeps the decoders it started from in
@@ -110,7 +110,7 @@ class PlainDecoder(nn.Module):
 
     def init_state(self, feats):
         x = self.drop(torch.relu(self.img(feats.mean(1))))
-        state = self.lstm(x)  # the image is the LSTM's first input, as in the seed
+        state = self.lstm(x)  # the image is the LSTM's first input, as in Show and Tell
         return state, None
 
     def step(self, words, state, memory):
@@ -164,7 +164,7 @@ class AdaptiveDecoder(nn.Module):
         return state, (v, self.feat_att(v), vg)
 
     def fuse_for_inference(self) -> None:
-        """Precompute two exact rewrites of ``step()`` for fp32 inference (eval mode; issue 22):
+        """Precompute two exact rewrites of ``step()`` for fp32 inference (eval mode):
           * the LSTM's and the sentinel gate's input is [embedding(word), v_g]: its word part
             becomes a lookup table (embedding x input weights, [V, 5H]) and its image part is computed
             once per image (``init_state``);
