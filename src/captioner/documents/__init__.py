@@ -50,7 +50,7 @@ class Checked(list):
 
     def __init__(self, refs=(), errors=None, documents: int = 0):
         super().__init__(refs)
-        self.errors: list[DocumentError] = errors or []
+        self.errors: list[DocumentError] = errors if errors is not None else []
         self.documents = documents
 
 
@@ -203,7 +203,7 @@ class Proposals(list):
 
     def __init__(self, recs=(), errors=None):
         super().__init__(recs)
-        self.errors: list[DocumentError] = errors or []
+        self.errors: list[DocumentError] = errors if errors is not None else []
 
 
 def _target_title(ref: ImageRef, titles: dict[str, str], allowed: list[str]) -> str | None:
