@@ -204,9 +204,9 @@ class _Frame:
 
 
 class _Scanner(HTMLParser):
-    def __init__(self, text: str, xml: bool):
+    def __init__(self, text: str, xml: bool, names: bool):
         super().__init__(convert_charrefs=True)
-        self.text, self.xml = text, xml
+        self.text, self.xml, self.names = text, xml, names
         self.line_starts = [0]
         find, i = text.find, text.find("\n")
         while i >= 0:
@@ -224,7 +224,7 @@ class _Scanner(HTMLParser):
         self.title: str | None = None
         self.h1: str | None = None
         self.h1_parts: list[str] | None = None
-        self.track_ids = "aria-labelledby" in text      # only then keep the text of elements with an id
+        self.track_ids = names and "aria-labelledby" in text      # only then keep the text of elements with an id
         self.ids: dict[str, list[str]] = {}
         self.id_frames: list[tuple[_Frame, list[str]]] = []
 
@@ -382,12 +382,12 @@ class _Scanner(HTMLParser):
         role = role[0] if role else None
         hidden = (value("aria-hidden") or "").strip().lower() == "true" or bool(self.stack and self.stack[-1].hidden)
         labelledby = (value("aria-labelledby") or "").split()
-        if not has_alt:
+        if not has_alt and self.names:
             alt = next((v.strip() for v in (value("aria-label"), value("title")) if v and v.strip()), None)
         ctx = Context(title=value("title"), width=_integer(value("width")), height=_integer(value("height")),
                       role=role)
         img = Img(start, end, line, col + 1, src or "", alt, hidden or role in ("presentation", "none") or alt == "",
-                  ctx, has_alt, labelledby if not has_alt and alt is None else [])
+                  ctx, has_alt, labelledby if self.names and not has_alt and alt is None else [])
         self.images.append(img)
         if self.blocks:
             self.blocks[-1].images.append(img)
@@ -415,10 +415,12 @@ class _Scanner(HTMLParser):
         return Page(self.images, page_title)
 
 
-def scan(text: str, xml: bool = False) -> Page:
+def scan(text: str, xml: bool = False, names: bool = True) -> Page:
     """Every image of ``text`` (a whole page or a fragment) in document order, in one tokenizer pass.
-    ``xml``: the text is XHTML parsed as XML (``<div/>`` is empty, no raw-text ``<noscript>``)."""
-    scanner = _Scanner(text, xml)
+    ``xml``: the text is XHTML parsed as XML (``<div/>`` is empty, no raw-text ``<noscript>``).
+    ``names``: with no alt attribute, report the aria-label/aria-labelledby/title a screen reader reads
+    instead as the alt text (axe-core's view); False reports None (markdownlint's view)."""
+    scanner = _Scanner(text, xml, names)
     scanner.feed(text)
     return scanner.finish()
 
