@@ -57,6 +57,7 @@ class Context:
     height: int | None = None
     role: str | None = None           # role attribute, when there is one
     page_title: str | None = None     # the document's own title (<title>, the first heading, docProps title)
+    name: str | None = None           # an Office object's name (docPr / cNvPr name: "Picture 3", a file name)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v not in (None, "")}
