@@ -100,7 +100,10 @@ def read_document(path: str, keep_data: bool = False) -> Document:
             data = f.read()
     except OSError as e:
         raise DocumentError(path, f"cannot be read ({e.strerror or e})") from None
-    fmt = format_for(path)
+    try:
+        fmt = format_for(path)
+    except ImportError as e:    # a format this install lacks (its module or a library it needs)
+        raise DocumentError(path, f"cannot be read here: {e.msg if hasattr(e, 'msg') else e}") from None
     try:
         refs = fmt.read(path, data)
     except DocumentError:
@@ -143,7 +146,7 @@ def location_text(ref: ImageRef) -> str:
     loc = ref.location or {}
     if "line" in loc:
         return f"{loc['line']}:{loc.get('column', 1)}"
-    return ":".join(str(v) for v in loc.values())
+    return ":".join(str(loc[k]) for k in ("part", "element") if k in loc) or "?"
 
 
 # ------------------------------------------------------------------ images
