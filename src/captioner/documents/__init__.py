@@ -454,15 +454,13 @@ def _prepare(document: str, entry: dict, overwrite: bool, done: Written, from_) 
     """-> (document, format, old bytes, new bytes, alts set) or None when nothing changes.  Raises DocumentError."""
     doc = read_document(document, keep_data=True)
     data = doc.data
-    if from_ is not None and entry["sha256"] and doc.sha256 != entry["sha256"]:
-        raise DocumentError(document, f"changed since its proposals were made ({from_}); run captioner fill "
-                                      "again to make new ones (nothing was written)")
     alts = {}
     by_key = {r.key: r for r in doc.refs}
     for k, alt in entry["alts"].items():
         r = by_key.get(k)
         if r is None:
-            raise DocumentError(document, f"no image reference {k!r} any more; run captioner fill again")
+            raise DocumentError(document, f"changed since its proposals were made ({from_}): no image reference "
+                                          f"{k!r} any more; run captioner fill again (nothing was written)")
         if r.alt == alt and not (alt == "" and not r.decorative and r.alt is None):
             continue
         if status(r) not in NEEDS_ALT and not overwrite:
@@ -470,7 +468,10 @@ def _prepare(document: str, entry: dict, overwrite: bool, done: Written, from_) 
             continue
         alts[k] = alt
     if not alts:
-        return None
+        return None         # already as proposed (a rerun), or nothing asked: whatever changed, nothing to write
+    if from_ is not None and entry["sha256"] and doc.sha256 != entry["sha256"]:
+        raise DocumentError(document, f"changed since its proposals were made ({from_}); run captioner fill "
+                                      "again to make new ones (nothing was written)")
     real = os.path.realpath(document)
     # a file without any write permission bit is read-only by its owner's choice, even to root
     if not os.access(real, os.W_OK) or not os.stat(real).st_mode & 0o222 \

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import sys
 from pathlib import Path
@@ -124,17 +125,52 @@ def resolve(ref: ImageRef, allowed: list[str], root: str | None = None) -> Image
     return ref
 
 
+MAX_SVG_SIDE = 2048     # px: an SVG is rendered no larger (a declared 100000×100000 would take gigabytes)
+_UNITS = {"": 1.0, "px": 1.0, "pt": 96 / 72, "pc": 16.0, "in": 96.0, "cm": 96 / 2.54, "mm": 96 / 25.4}
+
+
+def _length(value: str | None) -> float | None:
+    """An SVG length ("527pt", "20", "3in") in CSS pixels; None for a percentage or nonsense."""
+    v = (value or "").strip().lower()
+    unit = v[len(v.rstrip("abcdefghijklmnopqrstuvwxyz%")):]
+    try:
+        return float(v[:len(v) - len(unit)]) * _UNITS[unit]
+    except (ValueError, KeyError):
+        return None
+
+
+def svg_size(data: bytes) -> tuple[float, float] | None:
+    """The root element's width and height in pixels (or its viewBox's), read with defusedxml (entities and
+    DTDs refused), or None."""
+    from defusedxml import ElementTree
+
+    try:
+        for _, el in ElementTree.iterparse(io.BytesIO(data), events=("start",), forbid_dtd=True):
+            w, h = _length(el.get("width")), _length(el.get("height"))
+            box = (el.get("viewBox") or "").replace(",", " ").split()
+            if (w is None or h is None) and len(box) == 4:
+                bw, bh = float(box[2]), float(box[3])
+                w, h = (w or (bw if h is None else h * bw / bh)), (h or (bh if w is None else w * bh / bw))
+            return (w, h) if w and h else None
+    except Exception:      # malformed, or refused by defusedxml: resvg will say what it makes of it
+        return None
+    return None
+
+
 def render_svg(data: bytes, name: str) -> bytes:
-    """An SVG's bytes -> PNG bytes (resvg, white background).  Raises ImageUnavailable."""
+    """An SVG's bytes -> PNG bytes (resvg at 96 dpi, white background, at most ``MAX_SVG_SIDE`` a side).
+    Raises ImageUnavailable."""
     try:
         import resvg_py
     except ImportError:
         raise ImageUnavailable(SVG_UNAVAILABLE) from None
     if data[:2] == b"\x1f\x8b":
         raise ImageUnavailable("SVG not captioned (compressed .svgz)")
+    size = svg_size(data)
+    zoom = min(1.0, MAX_SVG_SIDE / max(size)) if size else None
     try:
-        return bytes(resvg_py.svg_to_bytes(svg_string=data.decode("utf-8"), background="#ffffff",
-                                           skip_system_fonts=False))
+        return bytes(resvg_py.svg_to_bytes(svg_string=data.decode("utf-8"), background="#ffffff", dpi=96.0,
+                                           zoom=zoom, skip_system_fonts=False))
     except (ValueError, UnicodeDecodeError) as e:
         raise ImageUnavailable(f"SVG not captioned: {name}: {e}") from None
 
