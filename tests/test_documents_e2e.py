@@ -197,3 +197,11 @@ def test_review_page_shows_the_documents_context_and_is_accessible(flow):
             browser.close()
     finally:
         srv.stop()
+
+
+def test_fill_says_what_it_needs(capsys):
+    assert main(["fill", str(SITE)]) == 2
+    assert "choose --output PROPOSALS.jsonl" in capsys.readouterr().err
+    assert main(["fill", str(SITE), "--output", "p.jsonl", "--write"]) == 2
+    assert main(["fill", str(SITE), "--write", "--from", "no-such-proposals.jsonl"]) == 2
+    assert "--from no-such-proposals.jsonl: no such proposals file" in capsys.readouterr().err

@@ -157,3 +157,13 @@ def test_the_rules_are_asked_in_the_decision_trees_order():
     assert (d.rule, d.alt) == ("link_only", "Home")
     assert rules.decide(_ref(figure_caption="A chart of sales"), rules.Facts(pages_using=9, pages_total=9)).rule == "repeated"
     assert rules.decide(_ref(), rules.Facts(width=640, height=480)) is None
+
+
+def test_svg_size_is_read_safely_and_a_huge_svg_is_rendered_small():
+    assert paths.svg_size(b'<svg xmlns="http://www.w3.org/2000/svg" width="527pt" height="72pt"/>') == (527 * 96 / 72, 96.0)
+    assert paths.svg_size(b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 40 20"/>') == (40.0, 20.0)
+    bomb = b'<?xml version="1.0"?><!DOCTYPE s [<!ENTITY a "aaaa">]><svg xmlns="http://www.w3.org/2000/svg">&a;</svg>'
+    assert paths.svg_size(bomb) is None                      # defusedxml refuses the DTD
+    pytest.importorskip("resvg_py")
+    huge = b'<svg xmlns="http://www.w3.org/2000/svg" width="100000" height="50000"><rect width="9" height="9"/></svg>'
+    assert Image.open(io.BytesIO(paths.render_svg(huge, "huge.svg"))).size == (paths.MAX_SVG_SIDE, paths.MAX_SVG_SIDE // 2)
