@@ -339,7 +339,10 @@ def decode(document: str, data: bytes) -> html.Decoded:
 
 def read(document: str, data: bytes) -> list[ImageRef]:
     """Every image reference of a Markdown document (its bytes), in document order."""
-    return [f.ref for f in _scan(document, decode(document, data).text).found]
+    text = decode(document, data).text
+    if "![" not in text and "<img" not in text.lower():     # no image syntax anywhere: nothing to parse for
+        return []
+    return [f.ref for f in _scan(document, text).found]
 
 
 def write(document: str, data: bytes, alts: dict[str, str]) -> bytes:

@@ -1,0 +1,89 @@
+"""How fast the HTML and Markdown formats read a page (``read()``: decode, one tokenizer pass, every image
+reference with its context), on a real documentation folder: each .md/.markdown/.html/.htm/.xhtml file
+under the given folders, and with ``--pandoc`` each Markdown page also made into a standalone HTML page
+(``pandoc -f gfm -s``) and read as HTML.  Files are read from disk once; the timing is ``read()`` alone, the
+median of ``--repeats`` passes over all pages.
+
+    python benchmarks/bench_document_formats.py ../realdocs/mkdocs-docs --pandoc --repeats 5
+    python benchmarks/bench_document_formats.py site/ --out runs/bench_document_formats.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from captioner.documents.formats import SUFFIXES, format_for
+
+TEXT_FORMATS = ("html", "markdown")
+
+
+def pages(folders: list[str]) -> list[Path]:
+    return sorted(p for f in folders for p in Path(f).rglob("*")
+                  if p.is_file() and SUFFIXES.get(p.suffix.lower()) in TEXT_FORMATS)
+
+
+def with_pandoc(markdown_pages: list[Path], out: Path) -> list[Path]:
+    made = []
+    for i, page in enumerate(markdown_pages):
+        target = out / f"{i:04d}-{page.stem}.html"
+        # GitHub-flavoured input: CommonMark, as markdown.py reads it (and pandoc's own Markdown reader
+        # hangs on two of MkDocs' pages)
+        subprocess.run(["pandoc", "-f", "gfm", "-s", "--metadata", f"title={page.stem}", str(page), "-o",
+                        str(target)], check=True, capture_output=True, timeout=120)
+        made.append(target)
+    return made
+
+
+def measure(files: list[Path], repeats: int) -> dict:
+    """Median seconds of one pass of ``read()`` over all ``files`` -> per-page and per-reference figures."""
+    data = [(str(p), p.read_bytes(), format_for(p)) for p in files]
+    refs = sum(len(fmt.read(name, b)) for name, b, fmt in data)      # also a warm-up pass
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for name, b, fmt in data:
+            fmt.read(name, b)
+        times.append(time.perf_counter() - t0)
+    t = statistics.median(times)
+    size = sum(len(b) for _, b, _ in data)
+    return {"pages": len(data), "references": refs, "bytes": size, "seconds": round(t, 4),
+            "ms_per_page": round(1000 * t / max(len(data), 1), 3),
+            "mb_per_second": round(size / t / 1e6, 2) if t else None,
+            "pages_per_second": round(len(data) / t, 1) if t else None}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Time the HTML and Markdown formats' read() on real pages.")
+    ap.add_argument("folders", nargs="+", help="folders of .md/.html pages (searched recursively)")
+    ap.add_argument("--pandoc", action="store_true", help="also make each Markdown page into HTML with pandoc -s")
+    ap.add_argument("--repeats", type=int, default=5, help="timed passes over all pages (the median is kept)")
+    ap.add_argument("--out", help="also write the results to this JSON file")
+    args = ap.parse_args(argv)
+    files = pages(args.folders)
+    results = {}
+    for kind in TEXT_FORMATS:
+        chosen = [p for p in files if SUFFIXES[p.suffix.lower()] == kind]
+        if chosen:
+            results[kind] = measure(chosen, args.repeats)
+    if args.pandoc:
+        if shutil.which("pandoc") is None:
+            raise SystemExit("pandoc is not installed (apt-get install pandoc)")
+        with tempfile.TemporaryDirectory() as tmp:
+            made = with_pandoc([p for p in files if SUFFIXES[p.suffix.lower()] == "markdown"], Path(tmp))
+            results["html from pandoc -s"] = measure(made, args.repeats)
+    for kind, r in results.items():
+        print(f"{kind:20s} {r['pages']:5d} pages {r['references']:6d} refs {r['bytes'] / 1e6:7.2f} MB  "
+              f"{r['ms_per_page']:8.3f} ms/page  {r['mb_per_second']} MB/s")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
