@@ -58,6 +58,9 @@ def _positioned(rule, kind: str):
 def parser() -> MarkdownIt:
     """CommonMark with GFM tables, its image and inline-HTML rules recording source offsets."""
     md = MarkdownIt("commonmark").enable("table")
+    # Inline parsing is most of markdown-it's time; _scan runs it only on the blocks that can hold an image
+    # (and the first heading, the page's title).
+    md.core.ruler.disable("inline")
     md.inline.ruler.at("image", _positioned(_image_rule, "image"))
     md.inline.ruler.at("html_inline", _positioned(_html_inline_rule, "html_inline"))
     return md
@@ -170,7 +173,7 @@ def _plain(tokens) -> str:
     """Inline tokens as the plain text a renderer puts in an alt attribute."""
     out = []
     for t in tokens or []:
-        if t.type in ("text", "code_inline"):
+        if t.type in ("text", "text_special", "code_inline"):
             out.append(t.content)
         elif t.type in ("softbreak", "hardbreak"):
             out.append("\n")
@@ -200,17 +203,24 @@ def _scan(document: str, text: str) -> _Page:
     skip = _front_matter(src)
     # front matter becomes blank lines, so markdown-it's line numbers stay those of the file
     body = "\n" * skip + "\n".join(src.bodies[skip:])
-    tokens = parser().parse(body)
+    md, env = parser(), {}
+    tokens = md.parse(body, env)             # blocks only; env collects the link reference definitions
     found: list[_Found] = []
     page_title = None
     cursor: dict[int, int] = {}
     for i, tok in enumerate(tokens):
         if tok.type == "inline" and tok.map:
             cells = i > 0 and tokens[i - 1].type in ("th_open", "td_open")
-            heading = i > 0 and tokens[i - 1].type == "heading_open"
-            if heading and page_title is None:
+            title = page_title is None and i > 0 and tokens[i - 1].type == "heading_open"
+            images = "![" in tok.content or "<img" in tok.content.lower()
+            where = _map(tok.content, tok.map[0], src, cells, cursor) if images or cells else None
+            if images or title:
+                tok.children = []
+                md.inline.parse(tok.content, md, env, tok.children)
+            if title:
                 page_title = " ".join(_plain(tok.children).split()) or None
-            _inline(document, tok, _map(tok.content, tok.map[0], src, cells, cursor), src, found)
+            if images:
+                _inline(document, tok, where, src, found)
         elif tok.type == "html_block" and tok.map:
             title = _html(document, tok.content, 0, _map(tok.content, tok.map[0], src, False, cursor), src, found,
                           None)
@@ -233,7 +243,7 @@ def _inline(document: str, tok, m: _Map, src: _Lines, found: list[_Found]) -> No
                 for ctx in link[1]:
                     ctx.link_text = text
             link = None
-        elif child.type in ("text", "code_inline") and link:
+        elif child.type in ("text", "text_special", "code_inline") and link:
             link[2].append(child.content)
         elif child.type == "image" and child.meta and "start" in child.meta:
             ctx = Context(nearby_text=nearby, title=child.attrs.get("title") or None)
@@ -297,8 +307,9 @@ def escape(alt: str) -> str:
 
 
 def _plain_label(label: str) -> str:
-    tokens = parser().parseInline(f"![{label}](x)")
-    img = [t for t in tokens[0].children if t.type == "image"] if tokens and tokens[0].children else []
+    md, children = parser(), []
+    md.inline.parse(f"![{label}](x)", md, {}, children)
+    img = [t for t in children if t.type == "image"]
     return _plain(img[0].children) if img else ""
 
 
