@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from captioner.documents.formats import SUFFIXES, format_for
+from captioner.documents.formats import SUFFIXES, DocumentError, format_for
 
 TEXT_FORMATS = ("html", "markdown")
 
@@ -43,8 +43,14 @@ def with_pandoc(markdown_pages: list[Path], out: Path) -> list[Path]:
 def measure(files: list[Path], repeats: int) -> dict:
     """Each page's ``read()`` time (median of ``repeats``) -> figures for all pages and for the pages that
     have images (a page without any image tag skips the tokenizer, so both are shown)."""
-    data = [(str(p), p.read_bytes(), format_for(p)) for p in files]
-    counts = [len(fmt.read(name, b)) for name, b, fmt in data]        # also a warm-up pass
+    data, counts, refused = [], [], []
+    for p in files:                                                    # also a warm-up pass
+        name, b, fmt = str(p), p.read_bytes(), format_for(p)
+        try:
+            counts.append(len(fmt.read(name, b)))
+            data.append((name, b, fmt))
+        except DocumentError as e:                                     # an undeclared encoding, say: not timed
+            refused.append(str(e))
     per_page = []
     for name, b, fmt in data:
         times = []
@@ -61,7 +67,7 @@ def measure(files: list[Path], repeats: int) -> dict:
                 "seconds": round(t, 4), "ms_per_page": round(1000 * t / max(len(chosen), 1), 3),
                 "mb_per_second": round(size / t / 1e6, 2) if t else None}
 
-    return {"all": figures(list(range(len(data)))),
+    return {"refused": refused, "all": figures(list(range(len(data)))),
             "with_images": figures([i for i, c in enumerate(counts) if c])}
 
 
@@ -85,7 +91,10 @@ def main(argv=None) -> None:
             made = with_pandoc([p for p in files if SUFFIXES[p.suffix.lower()] == "markdown"], Path(tmp))
             results["html from pandoc -s"] = measure(made, args.repeats)
     for kind, both in results.items():
-        for which, r in both.items():
+        for refusal in both["refused"]:
+            print(f"{kind}: not timed: {refusal}")
+        for which in ("all", "with_images"):
+            r = both[which]
             print(f"{kind:20s} {which:12s} {r['pages']:5d} pages {r['references']:6d} refs {r['bytes'] / 1e6:6.2f} MB "
                   f"{r['ms_per_page']:8.3f} ms/page  {r['mb_per_second']} MB/s")
     if args.out:

@@ -18,23 +18,27 @@ and SVG ``<image>``.
 The function-level API (used by ``markdown.py`` for the HTML inside Markdown and by ``epub.py`` for
 XHTML members), all offsets being indices into the decoded text:
 
-    decode(document, data) -> Decoded            # text, codec, BOM: BOM, <?xml encoding>, <meta charset>, UTF-8
-    encode(decoded, new_text) / splice(...)       # bytes back, untouched bytes copied (see ``splice``)
-    scan(text, xml=False) -> Page                 # Page.images: [Img] in document order; Page.title
+    read(document, data, xml=None, prefix="") -> [ImageRef]
+        # key = prefix + "line:column" of the tag; xml None: XHTML when document ends in .xhtml
+        # (epub.py: read("book.epub", member_bytes, xml=True, prefix="OEBPS/ch1.xhtml#"))
+    write(document, data, {key: alt}, xml=None, prefix="") -> bytes
+        # sets the alt texts, re-reads its own output and raises DocumentError unless only they changed
+    decode(document, data) -> Decoded             # .text, .codec, .bom: BOM, <?xml encoding>, <meta charset>, UTF-8
+    splice(decoded, data, [(start, end, new)]) -> bytes   # text-offset edits back to bytes; the rest copied
+    scan(text, xml=False, names=True) -> Page     # Page.images: [Img] in document order; Page.title
     Img: start, end (offsets of "<" and after ">"), line, column (1-based), src, alt (None: absent),
          decorative, context (refs.Context, page_title filled)
-    set_alts(text, {img.start: alt}) -> text      # only the alt values change; "" = decorative
-    read(document, data) -> [ImageRef]            # key = "line:column" of the tag
-    write(document, data, {key: alt}) -> bytes    # edits, re-reads, verifies (DocumentError otherwise)
+    alt_edit(text, img.start, alt) -> (start, end, new)   # the one replacement that sets an alt
+    set_alts(text, {img.start: alt}) -> text      # only the alt values change; "" = decorative (alt="")
 
     python -m captioner.documents.html page.html  # prints each image reference as JSON lines
 """
 from __future__ import annotations
 
 import codecs
-from bisect import bisect_right
 import json
 import sys
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from html import unescape
 from html.parser import HTMLParser
@@ -611,12 +615,13 @@ def refs_from(document: str, page: Page, prefix: str = "") -> list[ImageRef]:
                      context=img.context) for img in page.images]
 
 
-def read(document: str, data: bytes) -> list[ImageRef]:
-    """Every image reference of an HTML/XHTML document (its bytes), in document order."""
+def read(document: str, data: bytes, xml: bool | None = None, prefix: str = "") -> list[ImageRef]:
+    """Every image reference of an HTML/XHTML document (its bytes), in document order.  ``xml``: parse as
+    XHTML (None: when the document's name ends in .xhtml); ``prefix`` goes before each key."""
     text = decode(document, data).text
     if "<img" not in text.lower():             # no image tag anywhere: nothing to tokenize for
         return []
-    return refs_from(document, scan(text, _xml(document)))
+    return refs_from(document, scan(text, _xml(document) if xml is None else xml), prefix)
 
 
 def verify(document: str, before: list, after: list, alts: dict[str, str], key=lambda r: r.key) -> None:
@@ -631,19 +636,19 @@ def verify(document: str, before: list, after: list, alts: dict[str, str], key=l
                                           f"(alt {new.alt!r}, wanted {want!r}); nothing written")
 
 
-def write(document: str, data: bytes, alts: dict[str, str]) -> bytes:
+def write(document: str, data: bytes, alts: dict[str, str], xml: bool | None = None, prefix: str = "") -> bytes:
     """The document's bytes with the alt text of each named reference set (``""``: decorative, alt="")."""
     decoded = decode(document, data)
-    xml = _xml(document)
+    xml = _xml(document) if xml is None else xml
     page = scan(decoded.text, xml)
-    refs = refs_from(document, page)
+    refs = refs_from(document, page, prefix)
     by_key = {r.key: img for r, img in zip(refs, page.images)}
     unknown = sorted(set(alts) - set(by_key))
     if unknown:
         raise DocumentError(document, f"no image reference at {', '.join(unknown)}")
     edits = [alt_edit(decoded.text, by_key[k].start, alt) for k, alt in alts.items()]
     out = splice(decoded, data, edits)
-    verify(document, refs, read(document, out), alts)
+    verify(document, refs, read(document, out, xml, prefix), alts)
     return out
 
 
