@@ -38,7 +38,8 @@ def assert_only_alts(fmt, document: str, data: bytes, new_alt, encoding: str = "
         out = fmt.write(document, data, {ref.key: alt})
         old, new = changed(data, out)
         new_texts = {unescape_new(new.decode(encoding)).strip(), unescape(new.decode(encoding)).strip()}
-        holders = [alt, f' alt="{alt}"', f" alt='{alt}'", f' ALT="{alt}"', f'="{alt}"', f'"{alt}"', f"{alt}][{ref.alt}]"]
+        holders = [alt, f' alt="{alt}"', f" alt='{alt}'", f' ALT="{alt}"', f'="{alt}"', f'"{alt}"',
+                   f"{alt}][{ref.alt}]"]
         assert any(t in h for t in new_texts for h in holders), (document, ref.key, old, new)
         assert unescape_new(old.decode(encoding)) in (ref.alt or "") + "]", (document, ref.key, old, new)
         again = fmt.read(document, out)

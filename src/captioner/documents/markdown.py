@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from string import punctuation
 
@@ -166,7 +166,6 @@ class _Found:
     block: str                             # the block's text
     label: tuple[int, int] = (0, 0)        # markdown: the label's span in the block text
     form: str = "inline"                   # inline | full | collapsed | shortcut
-    extra: dict = field(default_factory=dict)
 
 
 def _plain(tokens) -> str:
