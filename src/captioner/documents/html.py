@@ -18,14 +18,18 @@ and SVG ``<image>``.
 The function-level API (used by ``markdown.py`` for the HTML inside Markdown and by ``epub.py`` for
 XHTML members), all offsets being indices into the decoded text:
 
-    decode(document, data) -> Decoded            # text, codec, BOM: BOM, <?xml encoding>, <meta charset>, UTF-8
-    encode(decoded, new_text) / splice(...)       # bytes back, untouched bytes copied (see ``splice``)
-    scan(text, xml=False) -> Page                 # Page.images: [Img] in document order; Page.title
+    read(document, data, xml=None, prefix="") -> [ImageRef]
+        # key = prefix + "line:column" of the tag; xml None: XHTML when document ends in .xhtml
+        # (epub.py: read("book.epub", member_bytes, xml=True, prefix="OEBPS/ch1.xhtml#"))
+    write(document, data, {key: alt}, xml=None, prefix="") -> bytes
+        # sets the alt texts, re-reads its own output and raises DocumentError unless only they changed
+    decode(document, data) -> Decoded             # .text, .codec, .bom: BOM, <?xml encoding>, <meta charset>, UTF-8
+    splice(decoded, data, [(start, end, new)]) -> bytes   # text-offset edits back to bytes; the rest copied
+    scan(text, xml=False, names=True) -> Page     # Page.images: [Img] in document order; Page.title
     Img: start, end (offsets of "<" and after ">"), line, column (1-based), src, alt (None: absent),
          decorative, context (refs.Context, page_title filled)
-    set_alts(text, {img.start: alt}) -> text      # only the alt values change; "" = decorative
-    read(document, data) -> [ImageRef]            # key = "line:column" of the tag
-    write(document, data, {key: alt}) -> bytes    # edits, re-reads, verifies (DocumentError otherwise)
+    alt_edit(text, img.start, alt) -> (start, end, new)   # the one replacement that sets an alt
+    set_alts(text, {img.start: alt}) -> text      # only the alt values change; "" = decorative (alt="")
 
     python -m captioner.documents.html page.html  # prints each image reference as JSON lines
 """
@@ -34,6 +38,7 @@ from __future__ import annotations
 import codecs
 import json
 import sys
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from html import unescape
 from html.parser import HTMLParser
@@ -207,6 +212,7 @@ class _Scanner(HTMLParser):
     def __init__(self, text: str, xml: bool, names: bool):
         super().__init__(convert_charrefs=True)
         self.text, self.xml, self.names = text, xml, names
+        self.offset = 0
         self.line_starts = [0]
         find, i = text.find, text.find("\n")
         while i >= 0:
@@ -301,6 +307,12 @@ class _Scanner(HTMLParser):
                 return
 
     # -- tokenizer callbacks
+    def updatepos(self, i, j):
+        # html.parser reports every token's start here; keeping the offset (the '<' of the tag being handled)
+        # instead of counting lines at each token saves a sixth of the pass.  Lines are counted per image.
+        self.offset = j
+        return j
+
     def handle_starttag(self, tag, attrs):
         if tag in CLOSES_P:
             self._close({"p"}, P_SCOPE)
@@ -367,8 +379,9 @@ class _Scanner(HTMLParser):
 
     # -- the image
     def _image(self):
-        line, col = self.getpos()
-        start = self.line_starts[line - 1] + col
+        start = self.offset
+        line = bisect_right(self.line_starts, start)
+        col = start - self.line_starts[line - 1]
         name, attrs, _, end = _attributes(self.text, start)
         by = _first(attrs)
         value = lambda k: by[k].value if k in by else None  # noqa: E731
@@ -399,7 +412,6 @@ class _Scanner(HTMLParser):
             self.figures[-1].images.append(img)
 
     def finish(self) -> Page:
-        self.close()
         while self.stack:
             self._pop()
         if self.title_parts is not None:           # an unclosed <title>: the rest of the file, as browsers do
@@ -421,7 +433,10 @@ def scan(text: str, xml: bool = False, names: bool = True) -> Page:
     ``names``: with no alt attribute, report the aria-label/aria-labelledby/title a screen reader reads
     instead as the alt text (axe-core's view); False reports None (markdownlint's view)."""
     scanner = _Scanner(text, xml, names)
-    scanner.feed(text)
+    # The whole text in one pass with end=True (what feed() then close() do, but without feed's early stop
+    # before an incomplete construct, after which close() would count offsets from the rest anew).
+    scanner.rawdata = text
+    scanner.goahead(True)
     return scanner.finish()
 
 
@@ -568,7 +583,8 @@ def decode(document: str, data: bytes) -> Decoded:
             return Decoded(body.decode("latin-1"), "latin-1", bom)
         hint = ("declare its encoding with <meta charset>" if codec == "utf-8" and not bom
                 else "its declared encoding does not match its bytes")
-        raise DocumentError(document, f"not valid {codec} at byte {e.start + len(bom)} ({hint})") from None
+        name = {"utf-8": "UTF-8", "utf-16-le": "UTF-16", "utf-16-be": "UTF-16"}.get(codec, codec)
+        raise DocumentError(document, f"not valid {name} at byte {e.start + len(bom)} ({hint})") from None
 
 
 def splice(decoded: Decoded, data: bytes, edits: list[tuple[int, int, str]]) -> bytes:
@@ -599,9 +615,13 @@ def refs_from(document: str, page: Page, prefix: str = "") -> list[ImageRef]:
                      context=img.context) for img in page.images]
 
 
-def read(document: str, data: bytes) -> list[ImageRef]:
-    """Every image reference of an HTML/XHTML document (its bytes), in document order."""
-    return refs_from(document, scan(decode(document, data).text, _xml(document)))
+def read(document: str, data: bytes, xml: bool | None = None, prefix: str = "") -> list[ImageRef]:
+    """Every image reference of an HTML/XHTML document (its bytes), in document order.  ``xml``: parse as
+    XHTML (None: when the document's name ends in .xhtml); ``prefix`` goes before each key."""
+    text = decode(document, data).text
+    if "<img" not in text.lower():             # no image tag anywhere: nothing to tokenize for
+        return []
+    return refs_from(document, scan(text, _xml(document) if xml is None else xml), prefix)
 
 
 def verify(document: str, before: list, after: list, alts: dict[str, str], key=lambda r: r.key) -> None:
@@ -616,19 +636,19 @@ def verify(document: str, before: list, after: list, alts: dict[str, str], key=l
                                           f"(alt {new.alt!r}, wanted {want!r}); nothing written")
 
 
-def write(document: str, data: bytes, alts: dict[str, str]) -> bytes:
+def write(document: str, data: bytes, alts: dict[str, str], xml: bool | None = None, prefix: str = "") -> bytes:
     """The document's bytes with the alt text of each named reference set (``""``: decorative, alt="")."""
     decoded = decode(document, data)
-    xml = _xml(document)
+    xml = _xml(document) if xml is None else xml
     page = scan(decoded.text, xml)
-    refs = refs_from(document, page)
+    refs = refs_from(document, page, prefix)
     by_key = {r.key: img for r, img in zip(refs, page.images)}
     unknown = sorted(set(alts) - set(by_key))
     if unknown:
         raise DocumentError(document, f"no image reference at {', '.join(unknown)}")
     edits = [alt_edit(decoded.text, by_key[k].start, alt) for k, alt in alts.items()]
     out = splice(decoded, data, edits)
-    verify(document, refs, read(document, out), alts)
+    verify(document, refs, read(document, out, xml, prefix), alts)
     return out
 
 

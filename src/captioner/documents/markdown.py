@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from string import punctuation
 
@@ -58,6 +58,9 @@ def _positioned(rule, kind: str):
 def parser() -> MarkdownIt:
     """CommonMark with GFM tables, its image and inline-HTML rules recording source offsets."""
     md = MarkdownIt("commonmark").enable("table")
+    # Inline parsing is most of markdown-it's time; _scan runs it only on the blocks that can hold an image
+    # (and the first heading, the page's title).
+    md.core.ruler.disable("inline")
     md.inline.ruler.at("image", _positioned(_image_rule, "image"))
     md.inline.ruler.at("html_inline", _positioned(_html_inline_rule, "html_inline"))
     return md
@@ -93,6 +96,19 @@ class _Map:
         k = _bisect(self.content_starts, offset)
         base = self.source_starts[k]
         return None if base is None else base + offset - self.content_starts[k]
+
+    def span(self, a: int, b: int, text: str) -> tuple[int, int] | None:
+        """The source span of the block text ``[a, b)``, or None where it cannot be replaced as one piece:
+        a line of it is not found in the source, or it crosses a line break with container marks (``> ``,
+        list indentation is fine) between its lines."""
+        sa, sb = self.source(a), self.source(b)
+        if sa is None or sb is None:
+            return None
+        for k in range(_bisect(self.content_starts, a), _bisect(self.content_starts, b)):
+            end = self.source_starts[k] + self.content_starts[k + 1] - 1 - self.content_starts[k]
+            if self.source_starts[k + 1] is None or text[end:self.source_starts[k + 1]].strip():
+                return None
+        return sa, sb
 
     def position(self, offset: int, src: _Lines) -> tuple[int, int]:
         """1-based line and column of ``offset``."""
@@ -150,14 +166,13 @@ class _Found:
     block: str                             # the block's text
     label: tuple[int, int] = (0, 0)        # markdown: the label's span in the block text
     form: str = "inline"                   # inline | full | collapsed | shortcut
-    extra: dict = field(default_factory=dict)
 
 
 def _plain(tokens) -> str:
     """Inline tokens as the plain text a renderer puts in an alt attribute."""
     out = []
     for t in tokens or []:
-        if t.type in ("text", "code_inline"):
+        if t.type in ("text", "text_special", "code_inline"):
             out.append(t.content)
         elif t.type in ("softbreak", "hardbreak"):
             out.append("\n")
@@ -187,19 +202,28 @@ def _scan(document: str, text: str) -> _Page:
     skip = _front_matter(src)
     # front matter becomes blank lines, so markdown-it's line numbers stay those of the file
     body = "\n" * skip + "\n".join(src.bodies[skip:])
-    tokens = parser().parse(body)
+    md, env = parser(), {}
+    tokens = md.parse(body, env)             # blocks only; env collects the link reference definitions
     found: list[_Found] = []
     page_title = None
     cursor: dict[int, int] = {}
     for i, tok in enumerate(tokens):
         if tok.type == "inline" and tok.map:
             cells = i > 0 and tokens[i - 1].type in ("th_open", "td_open")
-            heading = i > 0 and tokens[i - 1].type == "heading_open"
-            if heading and page_title is None:
+            title = page_title is None and i > 0 and tokens[i - 1].type == "heading_open"
+            images = "![" in tok.content or "<img" in tok.content.lower()
+            where = _map(tok.content, tok.map[0], src, cells, cursor) if images or cells else None
+            if images or title:
+                tok.children = []
+                md.inline.parse(tok.content, md, env, tok.children)
+            if title:
                 page_title = " ".join(_plain(tok.children).split()) or None
-            _inline(document, tok, _map(tok.content, tok.map[0], src, cells, cursor), src, found)
+            if images:
+                _inline(document, tok, where, src, found)
         elif tok.type == "html_block" and tok.map:
-            _html(document, tok.content, 0, _map(tok.content, tok.map[0], src, False, cursor), src, found, None)
+            title = _html(document, tok.content, 0, _map(tok.content, tok.map[0], src, False, cursor), src, found,
+                          None)
+            page_title = page_title or title           # an HTML <h1> before any Markdown heading
     for f in found:
         f.ref.context.page_title = page_title
     return _Page(found, text)
@@ -218,7 +242,7 @@ def _inline(document: str, tok, m: _Map, src: _Lines, found: list[_Found]) -> No
                 for ctx in link[1]:
                     ctx.link_text = text
             link = None
-        elif child.type in ("text", "code_inline") and link:
+        elif child.type in ("text", "text_special", "code_inline") and link:
             link[2].append(child.content)
         elif child.type == "image" and child.meta and "start" in child.meta:
             ctx = Context(nearby_text=nearby, title=child.attrs.get("title") or None)
@@ -254,15 +278,19 @@ def _form(content: str, label_end: int, end: int) -> str:
     return "inline" if content.startswith("(", label_end + 1) else "full"
 
 
-def _html(document: str, block: str, at: int, m: _Map, src: _Lines, found: list[_Found], tag: str | None):
-    """The images of HTML inside Markdown: a block (``tag`` None) or one inline tag at ``block[at:]``."""
+def _html(document: str, block: str, at: int, m: _Map, src: _Lines, found: list[_Found],
+          tag: str | None) -> str | None:
+    """The images of HTML inside Markdown: a block (``tag`` None) or one inline tag at ``block[at:]``;
+    -> the fragment's title or <h1>, if it has one."""
     fragment = block if tag is None else tag
-    for img in html.scan(fragment, names=False).images:
+    page = html.scan(fragment, names=False)
+    for img in page.images:
         start = at + img.start
         line, col = m.position(start, src)
         ref = ImageRef(document, {"line": line, "column": col}, img.src, img.alt, f"{line}:{col}",
                        decorative=img.decorative, context=img.context)
         found.append(_Found(ref, "html", start, m, block))
+    return page.title
 
 
 # ---------------------------------------------------------------- writing
@@ -278,12 +306,13 @@ def escape(alt: str) -> str:
 
 
 def _plain_label(label: str) -> str:
-    tokens = parser().parseInline(f"![{label}](x)")
-    img = [t for t in tokens[0].children if t.type == "image"] if tokens and tokens[0].children else []
+    md, children = parser(), []
+    md.inline.parse(f"![{label}](x)", md, {}, children)
+    img = [t for t in children if t.type == "image"]
     return _plain(img[0].children) if img else ""
 
 
-def _edits(document: str, found: _Found, alt: str) -> list[tuple[int, int, str]]:
+def _edits(document: str, text: str, found: _Found, alt: str) -> list[tuple[int, int, str]]:
     """Source-offset edits that set one reference's alt text."""
     if found.kind == "html":
         a, b, new = html.alt_edit(found.block, found.block_start, alt)
@@ -301,11 +330,11 @@ def _edits(document: str, found: _Found, alt: str) -> list[tuple[int, int, str]]
             spans.append((b + 1, b + 1, f"[{label}]"))
     out = []
     for a, b, new in spans:
-        sa, sb = found.map.source(a), found.map.source(b)
-        if sa is None or sb is None or sb - sa != b - a:
+        where = found.map.span(a, b, text)
+        if where is None:
             raise DocumentError(document, f"line {found.ref.location['line']}: the image's text spans lines "
                                           "inside a quote or list; edit it by hand")
-        out.append((sa, sb, new))
+        out.append((*where, new))
     return out
 
 
@@ -320,7 +349,10 @@ def decode(document: str, data: bytes) -> html.Decoded:
 
 def read(document: str, data: bytes) -> list[ImageRef]:
     """Every image reference of a Markdown document (its bytes), in document order."""
-    return [f.ref for f in _scan(document, decode(document, data).text).found]
+    text = decode(document, data).text
+    if "![" not in text and "<img" not in text.lower():     # no image syntax anywhere: nothing to parse for
+        return []
+    return [f.ref for f in _scan(document, text).found]
 
 
 def write(document: str, data: bytes, alts: dict[str, str]) -> bytes:
@@ -331,7 +363,7 @@ def write(document: str, data: bytes, alts: dict[str, str]) -> bytes:
     unknown = sorted(set(alts) - set(by_key))
     if unknown:
         raise DocumentError(document, f"no image reference at {', '.join(unknown)}")
-    edits = [e for k, alt in alts.items() for e in _edits(document, by_key[k], alt)]
+    edits = [e for k, alt in alts.items() for e in _edits(document, decoded.text, by_key[k], alt)]
     out = html.splice(decoded, data, edits)
     refs = [f.ref for f in page.found]
     want = {k: (" ".join(a.split()) if by_key[k].kind == "markdown" else a) for k, a in alts.items()}
