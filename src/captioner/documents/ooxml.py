@@ -293,17 +293,24 @@ class OoxmlFormat:
     def _slides(self, pkg: Package, main: str) -> list[Picture]:
         order = [pkg.relationship(main, s.get(_q("r", "id")), "the slide list").target
                  for s in pkg.root(main).iter(_q("p", "sldId"))]
-        title = pkg.title()
-        found = []
-        for number, part in enumerate(order, 1):
+        slides = []
+        for part in order:
             root = pkg.root(part)
-            slide_title, other = [], []
+            slide_title, centre_title, other = [], [], []
             for shape in root.iter(_q("p", "sp")):
                 ph = shape.find(f"{_q('p', 'nvSpPr')}/{_q('p', 'nvPr')}/{_q('p', 'ph')}")
-                is_title = ph is not None and ph.get("type") in ("title", "ctrTitle")
-                text = " ".join(_text(para, _q("a", "t")) for para in shape.iter(_q("a", "p")))
-                (slide_title if is_title else other).append(text)
-            page_title = " ".join(t for t in slide_title if t) or title
+                kind = ph.get("type") if ph is not None else None
+                text = " ".join(_text(para, _q("a", "t")) for para in shape.iter(_q("a", "p"))).strip()
+                (slide_title if kind in ("title", "ctrTitle") else other).append(text)
+                if kind == "ctrTitle":
+                    centre_title.append(text)
+            slides.append((part, root, " ".join(t for t in slide_title if t), " ".join(t for t in centre_title
+                                                                                     if t), other))
+        # the deck's title: docProps' dc:title, else the title slide's centred title
+        title = pkg.title() or next((centre for *_, centre, _ in slides if centre), None)
+        found = []
+        for number, (part, root, slide_title, _, other) in enumerate(slides, 1):
+            page_title = slide_title or title
             nearby = _clip(" ".join(t for t in other if t))
             index = 0
             for pic in root.iter(_q("p", "pic")):

@@ -219,7 +219,8 @@ class SafeZip:
             raise
         except (zipfile.BadZipFile, NotImplementedError, zlib.error, EOFError, OSError, ValueError,
                 RuntimeError) as exc:
-            raise DocumentError(self.document, f"member {name!r} cannot be read ({exc})") from None
+            raise DocumentError(self.document, f"member {name!r} cannot be read ({exc}: a damaged archive, or "
+                                               "headers that lie about the member)") from None
         if len(out) != cap:
             raise DocumentError(self.document, f"member {name!r} holds {len(out)} bytes, not the {cap} it "
                                                "declares (a damaged zip archive)")
