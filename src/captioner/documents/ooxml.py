@@ -38,7 +38,7 @@ from urllib.parse import unquote
 from lxml import etree
 
 from captioner.documents import xmlparts
-from captioner.documents.formats import DocumentError
+from captioner.documents.formats import DocumentError, verify_rewrite
 from captioner.documents.refs import Context, ImageRef
 from captioner.documents.zipfiles import SafeZip
 
@@ -348,7 +348,11 @@ class OoxmlFormat:
             mine = {k: v for k, v in changes.items() if by_key[k].part == part}
             replacements[part] = self._edit_part(pkg, part, {by_key[k].props: v for k, v in mine.items()})
         result = pkg.zip.rewrite(replacements)
-        self._verify(path, pictures, result, changes)
+        after = self.read(path, result)
+        verify_rewrite(pkg.document, [p.ref for p in pictures], after, changes)
+        if [(r.key, r.location, r.context) for r in after] != [(p.ref.key, p.ref.location, p.ref.context)
+                                                               for p in pictures]:
+            raise DocumentError(pkg.document, "the rewrite changed a picture's context; nothing written")
         return result
 
     def _edit_part(self, pkg: Package, part: str, wanted: dict) -> bytes:
@@ -404,22 +408,6 @@ class OoxmlFormat:
         else:
             edits.append((tag.close[0], tag.close[0], block))
         return edits
-
-    def _verify(self, path: str, before: list[Picture], result: bytes, changes: dict[str, str]) -> None:
-        """Read the result again: the same pictures in the same order, only the asked alt texts changed."""
-        after = self.read(path, result)
-        if [r.key for r in after] != [p.ref.key for p in before]:
-            raise DocumentError(str(path), "the rewritten document lists other pictures (not written)")
-        for old, new in zip((p.ref for p in before), after):
-            if old.key in changes:
-                want = changes[old.key]
-                ok = new.alt == want and new.decorative == (want == "")
-            else:
-                ok = new.alt == old.alt and new.decorative == old.decorative
-            same = (new.src, new.embedded, new.location, new.context) == (old.src, old.embedded, old.location,
-                                                                          old.context)
-            if not ok or not same:
-                raise DocumentError(str(path), f"picture {old.key} does not read back as written (not written)")
 
 
 def format_for(path) -> OoxmlFormat:
