@@ -98,6 +98,11 @@ def test_spine_then_other_manifest_documents_and_src_resolution():
     assert refs[2].decorative and refs[0].context.page_title == "Chapter"
 
 
+def test_a_chapter_without_images_gives_none():
+    refs = read(small_book(xhtml("<p>Only words here.</p>")), "small.epub")
+    assert [r.location["part"] for r in refs] == ["OPS/nav.xhtml"]
+
+
 # -- writing ---------------------------------------------------------------------------------------
 
 def test_write_changes_only_the_alt_bytes_and_keeps_mimetype_first_and_stored():

@@ -191,7 +191,7 @@ def test_a_control_character_in_alt_text_is_refused():
 
 # -- bad input -------------------------------------------------------------------------------------
 
-def test_a_docx_that_is_really_a_pptx_is_refused(tmp_path):
+def test_a_docx_that_is_really_a_pptx_is_refused():
     with pytest.raises(DocumentError, match=r"slides\.docx: is a PowerPoint presentation"):
         format_for("slides.docx").read("slides.docx", PPTX.read_bytes())
 
@@ -252,3 +252,36 @@ def test_libreoffice_opens_the_written_document(path, tmp_path):
                          capture_output=True, text=True, timeout=180)
     pdf = tmp_path / (path.stem + ".pdf")
     assert run.returncode == 0 and pdf.exists() and pdf.stat().st_size > 10_000, run.stderr
+
+
+def test_pictures_in_headers_are_read_and_written():
+    data = DOCX.read_bytes()
+    z = SafeZip("x", data)
+    body = z.read("word/document.xml")
+    start = body.index(b"<w:drawing>")
+    drawing = body[start:body.index(b"</w:drawing>", start) + len(b"</w:drawing>")]
+    drawing = drawing.replace(b'descr="The initial MkDocs layout"', b'descr="MkDocs logo"')
+    namespaces = body[body.index(b"xmlns"):body.index(b">", body.index(b"<w:document"))]
+    header = (b'<?xml version="1.0" encoding="UTF-8"?><w:hdr ' + namespaces + b"><w:p><w:r>" + drawing
+              + b"</w:r></w:p></w:hdr>")
+    rels = z.read("word/_rels/document.xml.rels").replace(b"</Relationships>", (
+        b'<Relationship Id="rIdH1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/header"'
+        b' Target="header1.xml"/></Relationships>'))
+    image = read(DOCX)[0].embedded
+    header_rels = (b'<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/'
+                   b'relationships"><Relationship Id="rId22" Type="http://schemas.openxmlformats.org/officeDocument/'
+                   b'2006/relationships/image" Target="' + image.split("/", 1)[1].encode() + b'"/></Relationships>')
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info, rels if info.filename == "word/_rels/document.xml.rels" else src.read(info))
+        dst.writestr("word/header1.xml", header)
+        dst.writestr("word/_rels/header1.xml.rels", header_rels)
+    package = out.getvalue()
+    refs = read(DOCX, package)
+    logo = refs[-1]
+    assert len(refs) == 7 and logo.key == "word/header1.xml#1" and logo.alt == "MkDocs logo"
+    assert logo.embedded == image and logo.location["part"] == "word/header1.xml"
+    written = format_for(DOCX).write("x.docx", package, {logo.key: "The MkDocs logo"})
+    assert read(DOCX, written)[-1].alt == "The MkDocs logo"
+    assert SafeZip("x", written).read("word/document.xml") == body

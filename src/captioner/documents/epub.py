@@ -37,6 +37,7 @@ _CONTAINER_NS = "urn:oasis:names:tc:opendocument:xmlns:container"
 _OPF_NS = "http://www.idpf.org/2007/opf"
 _DC_NS = "http://purl.org/dc/elements/1.1/"
 XHTML_TYPES = ("application/xhtml+xml",)
+XHTML_NS = "http://www.w3.org/1999/xhtml"
 
 
 class Book:
@@ -79,10 +80,13 @@ class Book:
         member = posixpath.normpath(posixpath.join(folder, unquote(parts.path)))
         return None if member == ".." or member.startswith("../") else member
 
-    def page(self, member: str) -> tuple[bytes, html.Decoded, html.Page]:
-        """A content document's bytes, text and images (checked as safe XML first)."""
+    def page(self, member: str) -> tuple[bytes, html.Decoded | None, html.Page]:
+        """A content document's bytes, text and images (checked as safe XML first; a document whose XML
+        holds no ``img`` element is not scanned again: most chapters of a novel have none)."""
         data = self.zip.read(member)
-        xmlparts.parse(self.document, member, data, doctype=True)
+        root = xmlparts.parse(self.document, member, data, doctype=True)
+        if next(root.iter(f"{{{XHTML_NS}}}img", "img"), None) is None:
+            return data, None, html.Page([], None)
         decoded = html.decode(f"{self.document}!/{member}", data)
         return data, decoded, html.scan(decoded.text, xml=True)
 
@@ -117,6 +121,8 @@ class EpubFormat:
             raw, decoded, page = book.page(member)
             refs = book.refs(member, page)
             before += refs
+            if decoded is None:
+                continue
             edits = [html.alt_edit(decoded.text, img.start, alts[ref.key])
                      for ref, img in zip(refs, page.images)
                      if ref.key in alts and (ref.alt != alts[ref.key] or ref.decorative != (alts[ref.key] == ""))]
@@ -137,7 +143,10 @@ def format_for(path) -> EpubFormat:
 
 
 if __name__ == "__main__":
-    for arg in sys.argv[1:]:
-        with open(arg, "rb") as fh:
-            for r in format_for(arg).read(arg, fh.read()):
-                print(r.key, r.embedded, repr(r.alt), "decorative" if r.decorative else "", r.context.to_dict())
+    try:
+        for arg in sys.argv[1:]:
+            with open(arg, "rb") as fh:
+                for r in format_for(arg).read(arg, fh.read()):
+                    print(r.key, r.embedded, repr(r.alt), "decorative" if r.decorative else "", r.context.to_dict())
+    except DocumentError as err:
+        sys.exit(f"captioner: {err}")

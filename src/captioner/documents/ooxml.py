@@ -415,7 +415,10 @@ def format_for(path) -> OoxmlFormat:
 
 
 if __name__ == "__main__":
-    for arg in sys.argv[1:]:
-        with open(arg, "rb") as fh:
-            for r in format_for(arg).read(arg, fh.read()):
-                print(r.key, r.embedded, repr(r.alt), "decorative" if r.decorative else "", r.context.to_dict())
+    try:
+        for arg in sys.argv[1:]:
+            with open(arg, "rb") as fh:
+                for r in format_for(arg).read(arg, fh.read()):
+                    print(r.key, r.embedded, repr(r.alt), "decorative" if r.decorative else "", r.context.to_dict())
+    except DocumentError as err:
+        sys.exit(f"captioner: {err}")

@@ -207,8 +207,11 @@ def apply(data: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
 
 
 if __name__ == "__main__":
-    for arg in sys.argv[1:]:
-        with open(arg, "rb") as fh:
-            raw = fh.read()
-        n = sum(1 for _ in parse(arg, arg, raw).iter(etree.Element))
-        print(arg, n, "elements;", len(start_tags(arg, arg, raw, range(n))), "start tags")
+    try:
+        for arg in sys.argv[1:]:
+            with open(arg, "rb") as fh:
+                raw = fh.read()
+            n = sum(1 for _ in parse(arg, arg, raw).iter(etree.Element))
+            print(arg, n, "elements;", len(start_tags(arg, arg, raw, range(n))), "start tags")
+    except DocumentError as err:
+        sys.exit(f"captioner: {err}")
