@@ -201,3 +201,14 @@ def test_epubcheck_gives_the_same_verdict_after_a_write(tmp_path):
     rc_before, before = _epubcheck(original)
     rc_after, after = _epubcheck(written)
     assert rc_before == rc_after and before == after and before      # pandoc's book has known errors
+
+
+def test_a_drm_encrypted_chapter_is_refused():
+    book = io.BytesIO(small_book(xhtml("<p>x</p>")))
+    with zipfile.ZipFile(book, "a") as z:
+        z.writestr("META-INF/encryption.xml", b'<encryption xmlns="urn:oasis:names:tc:opendocument:xmlns:container" '
+                   b'xmlns:enc="http://www.w3.org/2001/04/xmlenc#"><enc:EncryptedData><enc:CipherData>'
+                   b'<enc:CipherReference URI="OPS/text/c1.xhtml"/></enc:CipherData></enc:EncryptedData>'
+                   b'</encryption>')
+    with pytest.raises(DocumentError, match="OPS/text/c1.xhtml is encrypted"):
+        read(book.getvalue(), "drm.epub")

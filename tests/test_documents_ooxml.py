@@ -285,3 +285,12 @@ def test_pictures_in_headers_are_read_and_written():
     written = format_for(DOCX).write("x.docx", package, {logo.key: "The MkDocs logo"})
     assert read(DOCX, written)[-1].alt == "The MkDocs logo"
     assert SafeZip("x", written).read("word/document.xml") == body
+
+
+def test_strict_open_xml_is_refused_with_a_reason():
+    data = DOCX.read_bytes()
+    xml = SafeZip("x", data).read("word/document.xml").replace(
+        b"http://schemas.openxmlformats.org/wordprocessingml/2006/main",
+        b"http://purl.oclc.org/ooxml/wordprocessingml/main")
+    with pytest.raises(DocumentError, match="Strict Open XML"):
+        read(DOCX, replace_member(data, "word/document.xml", xml))

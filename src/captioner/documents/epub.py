@@ -33,6 +33,8 @@ from captioner.documents.refs import ImageRef
 from captioner.documents.zipfiles import SafeZip
 
 CONTAINER = "META-INF/container.xml"
+ENCRYPTION = "META-INF/encryption.xml"
+_XMLENC_NS = "http://www.w3.org/2001/04/xmlenc#"
 _CONTAINER_NS = "urn:oasis:names:tc:opendocument:xmlns:container"
 _OPF_NS = "http://www.idpf.org/2007/opf"
 _DC_NS = "http://purl.org/dc/elements/1.1/"
@@ -68,8 +70,19 @@ class Book:
         missing = [p for p in self.pages if p not in self.zip]
         if missing:
             raise DocumentError(document, f"{self.opf} lists {missing[0]!r}, which is not in the book")
+        locked = self.encrypted() & set(self.pages)
+        if locked:
+            raise DocumentError(document, f"{sorted(locked)[0]} is encrypted (a DRM-protected book cannot be read)")
         title = package.find(f"{{{_OPF_NS}}}metadata/{{{_DC_NS}}}title")
         self.title = " ".join("".join(title.itertext()).split()) or None if title is not None else None
+
+    def encrypted(self) -> set[str]:
+        """The members META-INF/encryption.xml says are encrypted (DRM; or obfuscated fonts, harmless here)."""
+        if ENCRYPTION not in self.zip:
+            return set()
+        root = xmlparts.parse(self.document, ENCRYPTION, self.zip.read(ENCRYPTION))
+        return {m for ref in root.iter(f"{{{_XMLENC_NS}}}CipherReference")
+                if (m := self.resolve("", ref.get("URI", ""))) is not None}
 
     def resolve(self, folder: str, href: str) -> str | None:
         """The member a relative reference names, or None for a remote / data: / absolute reference and

@@ -202,6 +202,9 @@ class OoxmlFormat:
         root = pkg.root(main) if main in pkg.zip else None
         kinds = {_q("w", "document"): "docx", _q("p", "presentation"): "pptx"}
         kind = kinds.get(root.tag) if root is not None else None
+        if kind is None and root is not None and root.tag.startswith("{http://purl.oclc.org/ooxml/"):
+            raise DocumentError(pkg.document, "saved as Strict Open XML, which is not read (save it as an "
+                                              "ordinary Word document or PowerPoint presentation)")
         if kind is None:
             raise DocumentError(pkg.document, f"not a Word or PowerPoint document (main part {main!r})")
         if kind != self.kind:
