@@ -568,7 +568,8 @@ def decode(document: str, data: bytes) -> Decoded:
             return Decoded(body.decode("latin-1"), "latin-1", bom)
         hint = ("declare its encoding with <meta charset>" if codec == "utf-8" and not bom
                 else "its declared encoding does not match its bytes")
-        raise DocumentError(document, f"not valid {codec} at byte {e.start + len(bom)} ({hint})") from None
+        name = {"utf-8": "UTF-8", "utf-16-le": "UTF-16", "utf-16-be": "UTF-16"}.get(codec, codec)
+        raise DocumentError(document, f"not valid {name} at byte {e.start + len(bom)} ({hint})") from None
 
 
 def splice(decoded: Decoded, data: bytes, edits: list[tuple[int, int, str]]) -> bytes:

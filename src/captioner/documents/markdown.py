@@ -94,6 +94,19 @@ class _Map:
         base = self.source_starts[k]
         return None if base is None else base + offset - self.content_starts[k]
 
+    def span(self, a: int, b: int, text: str) -> tuple[int, int] | None:
+        """The source span of the block text ``[a, b)``, or None where it cannot be replaced as one piece:
+        a line of it is not found in the source, or it crosses a line break with container marks (``> ``,
+        list indentation is fine) between its lines."""
+        sa, sb = self.source(a), self.source(b)
+        if sa is None or sb is None:
+            return None
+        for k in range(_bisect(self.content_starts, a), _bisect(self.content_starts, b)):
+            end = self.source_starts[k] + self.content_starts[k + 1] - 1 - self.content_starts[k]
+            if self.source_starts[k + 1] is None or text[end:self.source_starts[k + 1]].strip():
+                return None
+        return sa, sb
+
     def position(self, offset: int, src: _Lines) -> tuple[int, int]:
         """1-based line and column of ``offset``."""
         k = _bisect(self.content_starts, offset)
@@ -199,7 +212,9 @@ def _scan(document: str, text: str) -> _Page:
                 page_title = " ".join(_plain(tok.children).split()) or None
             _inline(document, tok, _map(tok.content, tok.map[0], src, cells, cursor), src, found)
         elif tok.type == "html_block" and tok.map:
-            _html(document, tok.content, 0, _map(tok.content, tok.map[0], src, False, cursor), src, found, None)
+            title = _html(document, tok.content, 0, _map(tok.content, tok.map[0], src, False, cursor), src, found,
+                          None)
+            page_title = page_title or title           # an HTML <h1> before any Markdown heading
     for f in found:
         f.ref.context.page_title = page_title
     return _Page(found, text)
@@ -254,15 +269,19 @@ def _form(content: str, label_end: int, end: int) -> str:
     return "inline" if content.startswith("(", label_end + 1) else "full"
 
 
-def _html(document: str, block: str, at: int, m: _Map, src: _Lines, found: list[_Found], tag: str | None):
-    """The images of HTML inside Markdown: a block (``tag`` None) or one inline tag at ``block[at:]``."""
+def _html(document: str, block: str, at: int, m: _Map, src: _Lines, found: list[_Found],
+          tag: str | None) -> str | None:
+    """The images of HTML inside Markdown: a block (``tag`` None) or one inline tag at ``block[at:]``;
+    -> the fragment's title or <h1>, if it has one."""
     fragment = block if tag is None else tag
-    for img in html.scan(fragment, names=False).images:
+    page = html.scan(fragment, names=False)
+    for img in page.images:
         start = at + img.start
         line, col = m.position(start, src)
         ref = ImageRef(document, {"line": line, "column": col}, img.src, img.alt, f"{line}:{col}",
                        decorative=img.decorative, context=img.context)
         found.append(_Found(ref, "html", start, m, block))
+    return page.title
 
 
 # ---------------------------------------------------------------- writing
@@ -283,7 +302,7 @@ def _plain_label(label: str) -> str:
     return _plain(img[0].children) if img else ""
 
 
-def _edits(document: str, found: _Found, alt: str) -> list[tuple[int, int, str]]:
+def _edits(document: str, text: str, found: _Found, alt: str) -> list[tuple[int, int, str]]:
     """Source-offset edits that set one reference's alt text."""
     if found.kind == "html":
         a, b, new = html.alt_edit(found.block, found.block_start, alt)
@@ -301,11 +320,11 @@ def _edits(document: str, found: _Found, alt: str) -> list[tuple[int, int, str]]
             spans.append((b + 1, b + 1, f"[{label}]"))
     out = []
     for a, b, new in spans:
-        sa, sb = found.map.source(a), found.map.source(b)
-        if sa is None or sb is None or sb - sa != b - a:
+        where = found.map.span(a, b, text)
+        if where is None:
             raise DocumentError(document, f"line {found.ref.location['line']}: the image's text spans lines "
                                           "inside a quote or list; edit it by hand")
-        out.append((sa, sb, new))
+        out.append((*where, new))
     return out
 
 
@@ -331,7 +350,7 @@ def write(document: str, data: bytes, alts: dict[str, str]) -> bytes:
     unknown = sorted(set(alts) - set(by_key))
     if unknown:
         raise DocumentError(document, f"no image reference at {', '.join(unknown)}")
-    edits = [e for k, alt in alts.items() for e in _edits(document, by_key[k], alt)]
+    edits = [e for k, alt in alts.items() for e in _edits(document, decoded.text, by_key[k], alt)]
     out = html.splice(decoded, data, edits)
     refs = [f.ref for f in page.found]
     want = {k: (" ".join(a.split()) if by_key[k].kind == "markdown" else a) for k, a in alts.items()}
