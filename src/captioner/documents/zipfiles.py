@@ -106,8 +106,8 @@ class SafeZip:
             raise DocumentError(self.document, "not a zip archive (a .docx, .pptx or .epub file is one)")
         try:
             self._zip = zipfile.ZipFile(_Reader(data))
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, struct.error,
-                UnicodeDecodeError) as exc:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, OSError, EOFError,
+                struct.error, UnicodeDecodeError) as exc:
             raise DocumentError(self.document, f"not a readable zip archive ({exc})") from None
         infos = self._zip.infolist()
         if len(infos) > limits.members:
