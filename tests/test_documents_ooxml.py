@@ -242,16 +242,22 @@ def test_a_package_without_a_main_part_is_refused():
 @pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("soffice"), reason="LibreOffice (soffice) is absent")
 @pytest.mark.parametrize("path", [DOCX, LO_DOCX, PPTX])
-def test_libreoffice_opens_the_written_document(path, tmp_path):
+def test_libreoffice_opens_the_written_document_and_reads_its_alt_text(path, tmp_path):
     refs = read(path)
-    alts = {refs[2].key: "The site_name setting", refs[3].key: ""}
+    alts = {refs[2].key: "The site_name setting, written by captioner", refs[3].key: ""}
     out = tmp_path / path.name
     out.write_bytes(format_for(path).write(str(path), path.read_bytes(), alts))
+    target = "odp" if path.suffix == ".pptx" else "odt"
     run = subprocess.run(["soffice", "--headless", f"-env:UserInstallation=file://{tmp_path}/profile",
-                          "--convert-to", "pdf", "--outdir", str(tmp_path), str(out)],
+                          "--convert-to", target, "--outdir", str(tmp_path / "out"), str(out)],
                          capture_output=True, text=True, timeout=180)
-    pdf = tmp_path / (path.stem + ".pdf")
-    assert run.returncode == 0 and pdf.exists() and pdf.stat().st_size > 10_000, run.stderr
+    converted = tmp_path / "out" / f"{path.stem}.{target}"
+    assert run.returncode == 0 and converted.exists(), run.stderr
+    with zipfile.ZipFile(converted) as z:
+        content = etree.fromstring(z.read("content.xml"))
+    descriptions = [d.text for d in content.iter("{urn:oasis:names:tc:opendocument:xmlns:svg-compatible:1.0}desc")]
+    assert "The site_name setting, written by captioner" in descriptions     # LibreOffice's alt text
+
 
 
 def test_pictures_in_headers_are_read_and_written():
