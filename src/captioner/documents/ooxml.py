@@ -38,7 +38,7 @@ from urllib.parse import unquote
 from lxml import etree
 
 from captioner.documents import xmlparts
-from captioner.documents.formats import DocumentError
+from captioner.documents.formats import DocumentError, verify_rewrite
 from captioner.documents.refs import Context, ImageRef
 from captioner.documents.zipfiles import SafeZip
 
@@ -202,6 +202,9 @@ class OoxmlFormat:
         root = pkg.root(main) if main in pkg.zip else None
         kinds = {_q("w", "document"): "docx", _q("p", "presentation"): "pptx"}
         kind = kinds.get(root.tag) if root is not None else None
+        if kind is None and root is not None and root.tag.startswith("{http://purl.oclc.org/ooxml/"):
+            raise DocumentError(pkg.document, "saved as Strict Open XML, which is not read (save it as an "
+                                              "ordinary Word document or PowerPoint presentation)")
         if kind is None:
             raise DocumentError(pkg.document, f"not a Word or PowerPoint document (main part {main!r})")
         if kind != self.kind:
@@ -293,17 +296,24 @@ class OoxmlFormat:
     def _slides(self, pkg: Package, main: str) -> list[Picture]:
         order = [pkg.relationship(main, s.get(_q("r", "id")), "the slide list").target
                  for s in pkg.root(main).iter(_q("p", "sldId"))]
-        title = pkg.title()
-        found = []
-        for number, part in enumerate(order, 1):
+        slides = []
+        for part in order:
             root = pkg.root(part)
-            slide_title, other = [], []
+            slide_title, centre_title, other = [], [], []
             for shape in root.iter(_q("p", "sp")):
                 ph = shape.find(f"{_q('p', 'nvSpPr')}/{_q('p', 'nvPr')}/{_q('p', 'ph')}")
-                is_title = ph is not None and ph.get("type") in ("title", "ctrTitle")
-                text = " ".join(_text(para, _q("a", "t")) for para in shape.iter(_q("a", "p")))
-                (slide_title if is_title else other).append(text)
-            page_title = " ".join(t for t in slide_title if t) or title
+                kind = ph.get("type") if ph is not None else None
+                text = " ".join(_text(para, _q("a", "t")) for para in shape.iter(_q("a", "p"))).strip()
+                (slide_title if kind in ("title", "ctrTitle") else other).append(text)
+                if kind == "ctrTitle":
+                    centre_title.append(text)
+            slides.append((part, root, " ".join(t for t in slide_title if t), " ".join(t for t in centre_title
+                                                                                     if t), other))
+        # the deck's title: docProps' dc:title, else the title slide's centred title
+        title = pkg.title() or next((centre for *_, centre, _ in slides if centre), None)
+        found = []
+        for number, (part, root, slide_title, _, other) in enumerate(slides, 1):
+            page_title = slide_title or title
             nearby = _clip(" ".join(t for t in other if t))
             index = 0
             for pic in root.iter(_q("p", "pic")):
@@ -341,7 +351,11 @@ class OoxmlFormat:
             mine = {k: v for k, v in changes.items() if by_key[k].part == part}
             replacements[part] = self._edit_part(pkg, part, {by_key[k].props: v for k, v in mine.items()})
         result = pkg.zip.rewrite(replacements)
-        self._verify(path, pictures, result, changes)
+        after = self.read(path, result)
+        verify_rewrite(pkg.document, [p.ref for p in pictures], after, changes)
+        if [(r.key, r.location, r.context) for r in after] != [(p.ref.key, p.ref.location, p.ref.context)
+                                                               for p in pictures]:
+            raise DocumentError(pkg.document, "the rewrite changed a picture's context; nothing written")
         return result
 
     def _edit_part(self, pkg: Package, part: str, wanted: dict) -> bytes:
@@ -398,29 +412,16 @@ class OoxmlFormat:
             edits.append((tag.close[0], tag.close[0], block))
         return edits
 
-    def _verify(self, path: str, before: list[Picture], result: bytes, changes: dict[str, str]) -> None:
-        """Read the result again: the same pictures in the same order, only the asked alt texts changed."""
-        after = self.read(path, result)
-        if [r.key for r in after] != [p.ref.key for p in before]:
-            raise DocumentError(str(path), "the rewritten document lists other pictures (not written)")
-        for old, new in zip((p.ref for p in before), after):
-            if old.key in changes:
-                want = changes[old.key]
-                ok = new.alt == want and new.decorative == (want == "")
-            else:
-                ok = new.alt == old.alt and new.decorative == old.decorative
-            same = (new.src, new.embedded, new.location, new.context) == (old.src, old.embedded, old.location,
-                                                                          old.context)
-            if not ok or not same:
-                raise DocumentError(str(path), f"picture {old.key} does not read back as written (not written)")
-
 
 def format_for(path) -> OoxmlFormat:
     return OoxmlFormat("pptx" if Path(path).suffix.lower() == ".pptx" else "docx")
 
 
 if __name__ == "__main__":
-    for arg in sys.argv[1:]:
-        with open(arg, "rb") as fh:
-            for r in format_for(arg).read(arg, fh.read()):
-                print(r.key, r.embedded, repr(r.alt), "decorative" if r.decorative else "", r.context.to_dict())
+    try:
+        for arg in sys.argv[1:]:
+            with open(arg, "rb") as fh:
+                for r in format_for(arg).read(arg, fh.read()):
+                    print(r.key, r.embedded, repr(r.alt), "decorative" if r.decorative else "", r.context.to_dict())
+    except DocumentError as err:
+        sys.exit(f"captioner: {err}")

@@ -33,16 +33,19 @@ def _parser() -> etree.XMLParser:
                            dtd_validation=False, remove_blank_text=False, collect_ids=False)
 
 
-def parse(document: str, part: str, data: bytes) -> etree._Element:
-    """The part's root element; a DocumentError for malformed XML or any DTD / entity declaration."""
+def parse(document: str, part: str, data: bytes, doctype: bool = False) -> etree._Element:
+    """The part's root element; a DocumentError for malformed XML or any DTD / entity declaration.
+    ``doctype``: a bare document type declaration (XHTML's ``<!DOCTYPE html>``, or one naming an external
+    DTD, which is never loaded) is allowed; declarations inside it still are not."""
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
         raise DocumentError(document, f"{part} is not well-formed XML ({exc})") from None
     except (ValueError, TypeError) as exc:
         raise DocumentError(document, f"{part} cannot be read as XML ({exc})") from None
-    tree = root.getroottree()
-    if tree.docinfo.internalDTD is not None or tree.docinfo.doctype:
+    dtd = root.getroottree().docinfo.internalDTD
+    if dtd is not None and (not doctype or any(True for _ in dtd.iterentities()) or
+                            any(True for _ in dtd.iterelements())):
         raise DocumentError(document, f"{part} declares a DTD or entities (refused: entity expansion bombs "
                                       "hide there, and documents need none)")
     return root
@@ -204,8 +207,11 @@ def apply(data: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
 
 
 if __name__ == "__main__":
-    for arg in sys.argv[1:]:
-        with open(arg, "rb") as fh:
-            raw = fh.read()
-        n = sum(1 for _ in parse(arg, arg, raw).iter(etree.Element))
-        print(arg, n, "elements;", len(start_tags(arg, arg, raw, range(n))), "start tags")
+    try:
+        for arg in sys.argv[1:]:
+            with open(arg, "rb") as fh:
+                raw = fh.read()
+            n = sum(1 for _ in parse(arg, arg, raw).iter(etree.Element))
+            print(arg, n, "elements;", len(start_tags(arg, arg, raw, range(n))), "start tags")
+    except DocumentError as err:
+        sys.exit(f"captioner: {err}")

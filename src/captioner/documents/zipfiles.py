@@ -43,11 +43,13 @@ _ZIP64_MARK = 0xFFFFFFFF
 @dataclass(frozen=True)
 class Limits:
     """How much an archive may hold before it is refused as a zip bomb (generous for real documents:
-    a 300-slide deck with photos is ~200 MB; XML compresses ~10-30x, a bomb 1000x and more)."""
+    a 300-slide deck with photos is ~200 MB; XML compresses ~10-50x, PNG/JPEG hardly at all, while
+    deflate's ceiling, which a one-layer bomb reaches, is ~1030x; only a large, nearly blank
+    uncompressed bitmap would exceed the ratio honestly)."""
     members: int = 20_000
-    member_bytes: int = 512 * 1024 * 1024
-    total_bytes: int = 2 * 1024 * 1024 * 1024
-    ratio: int = 200
+    member_bytes: int = 256 * 1024 * 1024
+    total_bytes: int = 1024 * 1024 * 1024
+    ratio: int = 500
     ratio_floor: int = 1024 * 1024      # small members may compress absurdly well (a blank XML part)
 
 
@@ -104,8 +106,8 @@ class SafeZip:
             raise DocumentError(self.document, "not a zip archive (a .docx, .pptx or .epub file is one)")
         try:
             self._zip = zipfile.ZipFile(_Reader(data))
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, struct.error,
-                UnicodeDecodeError) as exc:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, OSError, EOFError,
+                struct.error, UnicodeDecodeError) as exc:
             raise DocumentError(self.document, f"not a readable zip archive ({exc})") from None
         infos = self._zip.infolist()
         if len(infos) > limits.members:
@@ -219,7 +221,8 @@ class SafeZip:
             raise
         except (zipfile.BadZipFile, NotImplementedError, zlib.error, EOFError, OSError, ValueError,
                 RuntimeError) as exc:
-            raise DocumentError(self.document, f"member {name!r} cannot be read ({exc})") from None
+            raise DocumentError(self.document, f"member {name!r} cannot be read ({exc}: a damaged archive, or "
+                                               "headers that lie about the member)") from None
         if len(out) != cap:
             raise DocumentError(self.document, f"member {name!r} holds {len(out)} bytes, not the {cap} it "
                                                "declares (a damaged zip archive)")
@@ -325,9 +328,12 @@ class _Reader:
 
 
 if __name__ == "__main__":
-    for arg in sys.argv[1:]:
-        with open(arg, "rb") as fh:
-            archive = SafeZip(arg, fh.read())
-        for mem in archive.members:
-            print(f"{mem.start:>9} {mem.info.compress_type:>2} {mem.info.compress_size:>9} "
-                  f"{mem.info.file_size:>9} {mem.name}")
+    try:
+        for arg in sys.argv[1:]:
+            with open(arg, "rb") as fh:
+                archive = SafeZip(arg, fh.read())
+            for mem in archive.members:
+                print(f"{mem.start:>9} {mem.info.compress_type:>2} {mem.info.compress_size:>9} "
+                      f"{mem.info.file_size:>9} {mem.name}")
+    except DocumentError as err:
+        sys.exit(f"captioner: {err}")
