@@ -119,15 +119,44 @@ def test_axe_image_alt_before_and_after_fill_write(flow):
         browser.close()
 
 
-def test_zip_documents_are_checked_and_filled(tmp_path):
+def _epubcheck(path) -> tuple[int, list[str]]:
+    """epubcheck's exit status and its message kinds (ERROR(RSC-005), WARNING(…)…), not their file positions."""
+    r = subprocess.run(["java", "-jar", shutil.which("epubcheck"), "-q", str(path)], capture_output=True, text=True)
+    return r.returncode, sorted({line.split(":")[0] for line in (r.stdout + r.stderr).splitlines() if "(" in line})
+
+
+@pytest.mark.parametrize("name", ["getting-started.docx", "getting-started-libreoffice.docx", "getting-started.pptx",
+                                  "getting-started.epub"])
+def test_zip_documents_are_checked_and_filled(tmp_path, name):
     shutil.copytree(ZIP, tmp_path / "zip")
-    docx = tmp_path / "zip" / "getting-started.docx"
-    refs = documents.check([str(docx)])
+    doc = tmp_path / "zip" / name
+    verdict = None
+    if name.endswith(".epub") and os.environ.get("CAPTIONER_EPUBCHECK") and shutil.which("epubcheck"):
+        verdict = _epubcheck(doc)      # a JVM start each: run with CAPTIONER_EPUBCHECK=1 (or -m slow's test below)
+    refs = documents.check([str(doc)])
     need = [r for r in refs if r.status in ("missing", "suspicious")]
     assert need and all(r.image and "!/" in r.image for r in refs)
-    done = documents.write([str(docx)], captioner=_Fixed())
-    assert done.errors == [] and done.written == [str(docx)]
-    assert all(r.status in ("ok", "decorative") for r in documents.check([str(docx)]))
+    diff = documents.write([str(doc)], captioner=_Fixed(), diff=True)
+    assert diff.written == [] and len(diff.diff.splitlines()) == len(need)     # a line per reference to change
+    assert "-> 'A screenshot of a documentation page.'" in diff.diff
+    done = documents.write([str(doc)], captioner=_Fixed())
+    assert done.errors == [] and done.written == [str(doc)]
+    after = documents.check([str(doc)])
+    assert all(r.status in ("ok", "decorative") for r in after)
+    assert [r.key for r in after] == [r.key for r in refs]
+    assert documents.write([str(doc)], captioner=_Fixed()).written == []      # a rerun writes nothing
+    if verdict is not None:
+        assert _epubcheck(doc) == verdict                                    # epubcheck: the same verdict
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("epubcheck") or not shutil.which("java"), reason="epubcheck is not installed")
+def test_epubcheck_gives_the_same_verdict_after_fill_write(tmp_path):
+    doc = tmp_path / "getting-started.epub"
+    shutil.copy(ZIP / doc.name, doc)
+    verdict = _epubcheck(doc)
+    assert documents.write([str(doc)], captioner=_Fixed()).written == [str(doc)]
+    assert _epubcheck(doc) == verdict
 
 
 class _Fixed:

@@ -179,11 +179,13 @@ def check(paths, root=None, workers: int | None = None) -> Checked:
 
 
 def location_text(ref: ImageRef) -> str:
-    """``12:5`` for a text document, ``word/document.xml:wp:docPr id=4`` for a zip one."""
+    """``12:5`` for a text document, ``word/document.xml:wp:docPr id=4`` for an Office one,
+    ``EPUB/text/ch001.xhtml:162:1`` for an e-book's page."""
     loc = ref.location or {}
+    parts = [str(loc[k]) for k in ("part", "element") if k in loc]
     if "line" in loc:
-        return f"{loc['line']}:{loc.get('column', 1)}"
-    return ":".join(str(loc[k]) for k in ("part", "element") if k in loc) or "?"
+        parts += [str(loc["line"]), str(loc.get("column", 1))]
+    return ":".join(parts) or "?"
 
 
 # ------------------------------------------------------------------ images
