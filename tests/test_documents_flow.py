@@ -245,3 +245,29 @@ def test_kill_9_mid_write_leaves_each_document_old_or_new(tmp_path, monkeypatch)
     # the same image on every page: the repeated rule marks it decorative
     assert new is not None and new.count(b'"alt": ""') == 1
     assert 0 < len(done_now) < 300, "the kill never landed mid-run; the test proved nothing"
+
+
+def test_decorative_where_markdown_cannot_say_it(tmp_path, monkeypatch):
+    """Markdown's ![](x.png) reads as missing, so a rule's "decorative" becomes a description there, an HTML
+    page gets alt="", and a person's "decorative" on a Markdown image is left as it was, with a warning."""
+    from captioner.library.decisions import ReviewStore
+
+    site = tmp_path / "md"
+    site.mkdir()
+    _png(site / "logo.png", (220, 20, 20))
+    for i in range(4):
+        (site / f"p{i}.md").write_text(f"# Page {i}\n\n![](logo.png)\n\nSome text.\n")
+    (site / "p4.html").write_text('<!doctype html><title>P</title><p><img src="logo.png"></p>\n')
+    monkeypatch.chdir(tmp_path)
+    props = documents.fill(["md"], FakeCaptioner(), output="props.jsonl")
+    (rec,) = props
+    by_doc = {Path(x["document"]).suffix: x for x in rec["references"]}
+    assert (by_doc[".html"]["rule"], by_doc[".html"]["proposed"]) == ("repeated", "")
+    assert (by_doc[".md"]["rule"], by_doc[".md"]["proposed"]) == ("caption", "A red square on white.")
+    with ReviewStore("props.jsonl") as store:
+        store.index()
+        store.decide(rec["image"], "decorative", reviewer="ana")
+    done = documents.write(["md"], from_="props.jsonl")
+    assert done.errors == [] and done.written == ["md/p4.html"]
+    assert len(done.not_decorative) == 4 and (site / "p0.md").read_text().count("![](logo.png)") == 1
+    assert [r.status for r in documents.check(["md/p4.html"])] == ["decorative"]

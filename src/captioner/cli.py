@@ -167,6 +167,9 @@ def _fill(args) -> int:
         return 0
     for d in done.written:
         print(f"captioner: wrote {d}", file=sys.stderr)
+    for d, where in done.not_decorative:
+        print(f"captioner: warning: {d}:{where}: decided decorative, but this format cannot mark an image "
+              "decorative (Markdown: use <img src=\"…\" alt=\"\">); left as it was", file=sys.stderr)
     print(f"captioner: {done.alts} alt texts written into {len(done.written)} documents"
           + (f", {done.kept} written by a person kept (--overwrite replaces them)" if done.kept else ""),
           file=sys.stderr)

@@ -317,7 +317,7 @@ def fill(paths, captioner=None, output=None, root=None, model_args: dict | None 
         facts = rules.Facts(img.width if img else None, img.height if img else None, bool(img and img.one_colour),
                             len(pages.get(img.sha256, ())) if img and img.sha256 else 1, len(docs),
                             _target_title(r, titles, allowed))
-        g["refs"].append((r, d, facts, rules.decide(r, facts, rules.BEFORE_CAPTION)))
+        g["refs"].append((r, d, facts, _writable(rules.decide(r, facts, rules.BEFORE_CAPTION), r, d)))
     store = open_results(output) if output is not None else None
     out = Proposals(errors=errors)
     out.documents = len(docs)
@@ -352,7 +352,7 @@ def fill(paths, captioner=None, output=None, root=None, model_args: dict | None 
             for r, d, facts, dec in g["refs"]:
                 if dec is None and machine is not None:
                     facts.machine_alt = machine
-                    dec = rules.decide(r, facts, rules.AFTER_CAPTION)
+                    dec = _writable(rules.decide(r, facts, rules.AFTER_CAPTION), r, d)
                 out.by_rule += dec is not None
                 refs.append(_reference(r, d, dec, machine))
             if "alt_text" not in rec and "error" not in rec:   # decided by rules alone: the first rule's text
@@ -368,6 +368,20 @@ def fill(paths, captioner=None, output=None, root=None, model_args: dict | None 
         if store is not None:
             store.close()
     return out
+
+
+def _writable(decision, ref: ImageRef, doc: Document):
+    """``decision``, unless it marks ``ref`` decorative where its format cannot say so (Markdown's ``![](x.png)``
+    reads as missing): then None, and the image is described instead.  Asked of the format itself, by a write
+    that is thrown away; only decorative decisions pay for it."""
+    if decision is None or decision.alt != "":
+        return decision
+    try:
+        with open(doc.path, "rb") as f:
+            doc.fmt.write(doc.path, f.read(), {ref.key: ""})
+    except (DocumentError, OSError):
+        return None
+    return decision
 
 
 def _caption(captioner, groups: list[dict], memory: dict[str, bytes], batch_size: int) -> dict:
@@ -398,6 +412,7 @@ class Written:
     kept: int = 0                                    # a person's alt text kept (no overwrite)
     diff: str = ""                                   # the unified diff / per-reference summary
     errors: list = field(default_factory=list)       # DocumentErrors; when any, nothing was written
+    not_decorative: list = field(default_factory=list)   # (document, location) its format cannot mark decorative
 
 
 def read_proposals(path) -> list[dict]:
@@ -517,7 +532,16 @@ def _prepare(document: str, entry: dict, overwrite: bool, done: Written, from_) 
             or not os.access(os.path.dirname(real), os.W_OK):
         raise DocumentError(document, "read-only: cannot write the alt text (nothing was written)")
     try:
-        new = doc.fmt.write(document, data, alts)
+        try:
+            new = doc.fmt.write(document, data, alts)
+        except DocumentError:
+            empty = [k for k, a in alts.items() if a == ""]
+            if not empty:
+                raise
+            # a person's "decorative" where the format cannot say it (Markdown image syntax): left as it is, said
+            new = doc.fmt.write(document, data, {k: a for k, a in alts.items() if a != ""})
+            done.not_decorative += [(document, location_text(by_key[k])) for k in empty]
+            alts = {k: a for k, a in alts.items() if a != ""}
     except DocumentError:
         raise
     except Exception as e:
