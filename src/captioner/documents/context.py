@@ -76,6 +76,7 @@ def name_from_file(href_path: str) -> str:
 
 
 def link_only(ref: ImageRef, facts: Facts) -> Decision | None:
+    """Rule 1: a link's only content says where the link goes (title, target page's title or name, host)."""
     c = ref.context
     if not c.link_href or c.link_text.strip():
         return None
@@ -98,6 +99,7 @@ def link_only(ref: ImageRef, facts: Facts) -> Decision | None:
 
 
 def spacer(ref: ImageRef, facts: Facts) -> Decision | None:
+    """Rule 2: at most 2×2 pixels, or one colour: decorative."""
     w, h = _size(ref, facts)
     if w is not None and h is not None and w <= 2 and h <= 2:
         return Decision("", "spacer", f"{w}×{h} pixels: a spacer or tracking pixel")
@@ -107,6 +109,7 @@ def spacer(ref: ImageRef, facts: Facts) -> Decision | None:
 
 
 def tiny_unlinked(ref: ImageRef, facts: Facts) -> Decision | None:
+    """Rule 3: at most 16×16 pixels and not in a link: decorative."""
     w, h = _size(ref, facts)
     if ref.context.link_href or w is None or h is None or w > 16 or h > 16:
         return None
@@ -114,6 +117,7 @@ def tiny_unlinked(ref: ImageRef, facts: Facts) -> Decision | None:
 
 
 def repeated(ref: ImageRef, facts: Facts) -> Decision | None:
+    """Rule 4: on at least half of at least 4 pages: its title, else decorative."""
     if facts.pages_total < 4 or facts.pages_using * 2 < facts.pages_total:
         return None
     why = f"on {facts.pages_using} of {facts.pages_total} pages: a logo or icon of the site"
@@ -130,6 +134,7 @@ def _words(text: str) -> list[str]:
 
 
 def captioned(ref: ImageRef, facts: Facts) -> Decision | None:
+    """Rule 5: a figure caption of two words or more besides numbering: decorative (redundant)."""
     words = [w for w in _words(ref.context.figure_caption or "") if w and not _NUMBERING.match(w)]
     if len(words) < 2:
         return None
@@ -141,6 +146,7 @@ STOP = frozenset("a an the of in on at to for with and or by from is are be its 
 
 
 def said_nearby(ref: ImageRef, facts: Facts) -> Decision | None:
+    """Rule 6: the text beside it holds at least 3 and 80 % of the model's content words: decorative."""
     if not facts.machine_alt or not ref.context.nearby_text:
         return None
     content = {w for w in _words(facts.machine_alt) if len(w) > 2 and w not in STOP}
