@@ -196,6 +196,9 @@ def test_check_prints_lines_like_a_linter(capsys):
     assert "nothing.md: no such file or folder" in capsys.readouterr().err
 
 
+LOADED = "() => { const i = document.getElementById('photo'); return i.complete && i.naturalWidth > 0; }"
+
+
 @needs_chromium
 @needs_axe
 def test_review_page_shows_the_documents_context_and_is_accessible(flow):
@@ -216,12 +219,11 @@ def test_review_page_shows_the_documents_context_and_is_accessible(flow):
             playwright.expect(uses).to_contain_text("readthedocs.org")
             playwright.expect(uses).to_contain_text("the image is a link's only content")
             playwright.expect(page.locator("#uses-title")).to_have_text("Where documents show it (2)")
-            assert page.evaluate("document.getElementById('photo').naturalWidth") > 0
+            page.wait_for_function(LOADED)                               # the preview is the image's pixels
             assert axe_violations(page) == []
             page.locator("#queue button", has_text="plugin-events.svg").click()   # an SVG, rendered for the preview
             playwright.expect(page.locator("#photo-name")).to_have_text("plugin-events.svg")
-            page.wait_for_function("() => document.getElementById('photo').complete")
-            assert page.evaluate("document.getElementById('photo').naturalWidth") > 0
+            page.wait_for_function(LOADED)
             assert axe_violations(page) == []
             browser.close()
     finally:
