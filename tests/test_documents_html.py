@@ -287,3 +287,16 @@ def test_axe_image_alt_agrees_on_mutated_real_pages():
         pages.append("".join(chars))
     for page, (fail, _) in zip(pages, axe_image_alt(pages)):
         assert missing_srcs(page) == fail, page
+
+
+def test_xhtml_member_api_for_epub():
+    data = (b'<?xml version="1.0" encoding="UTF-8"?>\n<html xmlns="http://www.w3.org/1999/xhtml"><head>'
+            b'<title>Chapter 1</title></head>\n<body><div/><p>Text <img src="a.png"/></p>'
+            b'<p><img src="b.png" alt="B"/></p></body></html>\n')
+    refs = html.read("book.epub", data, xml=True, prefix="OEBPS/c1.xhtml#")
+    assert [r.key for r in refs] == ["OEBPS/c1.xhtml#3:21", "OEBPS/c1.xhtml#3:46"]
+    assert refs[0].context.nearby_text == "Text" and refs[0].context.page_title == "Chapter 1"
+    out = html.write("book.epub", data, {refs[0].key: "A & <B> \u00e9"}, xml=True, prefix="OEBPS/c1.xhtml#")
+    assert b'<img alt="A &amp; &lt;B&gt; \xc3\xa9" src="a.png"/>' in out
+    etree = pytest.importorskip("lxml.etree")
+    etree.fromstring(out)                       # still well-formed XML
