@@ -13,7 +13,10 @@ every ``<img>`` outside ``<template>``/``<noscript>``/raw-text elements counts; 
 decorative; with no ``alt`` attribute, a non-empty ``aria-label``, ``aria-labelledby`` text or ``title``
 is what a screen reader reads instead, so it is reported as the image's alt text (axe passes it too).
 Not followed: CSS (``display:none``), the ``hidden`` attribute, ``<input type="image">``, ``<area>``
-and SVG ``<image>``.
+and SVG ``<image>``.  Where ``html.parser`` reads broken markup differently from browsers in a way that
+changes which images exist, the scanner follows the browser: a tag, quote or comment left open to the end
+of the file hides the rest; ``<svg>`` ends at an HTML start tag such as ``<img>``; ``<p>``, ``<li>``,
+``<td>`` and ``<a>`` are closed by the tags that close them in the HTML spec.
 
 The function-level API (used by ``markdown.py`` for the HTML inside Markdown and by ``epub.py`` for
 XHTML members), all offsets being indices into the decoded text:
