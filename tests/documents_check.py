@@ -11,7 +11,10 @@ import subprocess
 from html import unescape
 from pathlib import Path
 
-MARKDOWNLINT = shutil.which("markdownlint-cli2") or shutil.which("markdownlint")
+# on PATH, or installed beside axe-core (npm install --prefix tests/browser markdownlint-cli2)
+_BESIDE_AXE = Path(__file__).resolve().parent / "browser" / "node_modules" / ".bin" / "markdownlint-cli2"
+MARKDOWNLINT = (shutil.which("markdownlint-cli2") or shutil.which("markdownlint")
+                or (str(_BESIDE_AXE) if _BESIDE_AXE.is_file() else None))
 
 
 def changed(before: bytes, after: bytes) -> tuple[bytes, bytes]:

@@ -13,7 +13,10 @@ every ``<img>`` outside ``<template>``/``<noscript>``/raw-text elements counts; 
 decorative; with no ``alt`` attribute, a non-empty ``aria-label``, ``aria-labelledby`` text or ``title``
 is what a screen reader reads instead, so it is reported as the image's alt text (axe passes it too).
 Not followed: CSS (``display:none``), the ``hidden`` attribute, ``<input type="image">``, ``<area>``
-and SVG ``<image>``.
+and SVG ``<image>``.  Where ``html.parser`` reads broken markup differently from browsers in a way that
+changes which images exist, the scanner follows the browser: a tag, quote or comment left open to the end
+of the file hides the rest; ``<svg>`` ends at an HTML start tag such as ``<img>``; ``<p>``, ``<li>``,
+``<td>`` and ``<a>`` are closed by the tags that close them in the HTML spec.
 
 The function-level API (used by ``markdown.py`` for the HTML inside Markdown and by ``epub.py`` for
 XHTML members), all offsets being indices into the decoded text:
@@ -58,6 +61,9 @@ BLOCKS = frozenset("address article aside blockquote body caption dd details div
 CLOSES_P = frozenset("address article aside blockquote details div dl fieldset figcaption figure footer form "
                      "h1 h2 h3 h4 h5 h6 header hr main menu nav ol p pre section table ul li dd dt".split())
 P_SCOPE = frozenset("td th table button caption html template".split())
+# Start tags that end an <svg> or <math> (the spec's breakout from foreign content): "<svg><img>" is an image.
+BREAKOUT = frozenset("b big blockquote body br center code dd div dl dt em embed h1 h2 h3 h4 h5 h6 head hr i img li "
+                     "listing menu meta nobr ol p pre ruby s small span strong strike sub sup table tt u ul var".split())
 IMPLIED = {"li": ({"li"}, {"ul", "ol", "table", "td", "th"}), "dd": ({"dd", "dt"}, {"dl", "table"}),
            "dt": ({"dd", "dt"}, {"dl", "table"}), "tr": ({"tr", "td", "th"}, {"table"}),
            "td": ({"td", "th"}, {"tr", "table"}), "th": ({"td", "th"}, {"tr", "table"}),
@@ -313,12 +319,38 @@ class _Scanner(HTMLParser):
         self.offset = j
         return j
 
+    # A tag, comment or declaration that runs to the end of the file (an unclosed quote or "<!--"): a
+    # browser drops it and everything after it; html.parser would read on from the next ">" as text.
+    def parse_starttag(self, i):
+        k = super().parse_starttag(i)
+        return len(self.rawdata) if k < 0 else k
+
+    def parse_endtag(self, i):
+        k = super().parse_endtag(i)
+        return len(self.rawdata) if k < 0 else k
+
+    def parse_comment(self, i, report=1):
+        k = super().parse_comment(i, report)
+        return len(self.rawdata) if k < 0 else k
+
+    def parse_html_declaration(self, i):
+        k = super().parse_html_declaration(i)
+        return len(self.rawdata) if k < 0 else k
+
+    def parse_pi(self, i):
+        k = super().parse_pi(i)
+        return len(self.rawdata) if k < 0 else k
+
     def handle_starttag(self, tag, attrs):
         if tag in CLOSES_P:
             self._close({"p"}, P_SCOPE)
         if tag in IMPLIED:
             self._close(*IMPLIED[tag])
-        if tag == "img" and not self.open.get("template") and not self.open.get("svg"):
+        foreign = self.open.get("svg") or self.open.get("math")
+        if foreign and tag in BREAKOUT and not self.open.get("foreignobject"):
+            self._close({"svg", "math"}, frozenset())
+            foreign = self.open.get("svg") or self.open.get("math")
+        if tag == "img" and not self.open.get("template") and not (foreign and not self.open.get("foreignobject")):
             self._image()
         if tag in VOID:
             return

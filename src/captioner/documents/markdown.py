@@ -224,8 +224,12 @@ def _scan(document: str, text: str) -> _Page:
             title = _html(document, tok.content, 0, _map(tok.content, tok.map[0], src, False, cursor), src, found,
                           None)
             page_title = page_title or title           # an HTML <h1> before any Markdown heading
+    seen: set[str] = set()
     for f in found:
         f.ref.context.page_title = page_title
+        while f.ref.key in seen:        # only where a line was not found in the source (its column is a guess)
+            f.ref.key += "+"
+        seen.add(f.ref.key)
     return _Page(found, text)
 
 
