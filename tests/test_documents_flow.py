@@ -271,3 +271,20 @@ def test_decorative_where_markdown_cannot_say_it(tmp_path, monkeypatch):
     assert done.errors == [] and done.written == ["md/p4.html"]
     assert len(done.not_decorative) == 4 and (site / "p0.md").read_text().count("![](logo.png)") == 1
     assert [r.status for r in documents.check(["md/p4.html"])] == ["decorative"]
+
+
+def test_a_document_linked_from_outside_the_folder_is_refused(site, tmp_path):
+    (tmp_path / "elsewhere.toy").write_text(line("img/red.png"))
+    os.symlink(tmp_path / "elsewhere.toy", site / "linked.toy")
+    refs = documents.check([str(site)])
+    assert [str(e) for e in refs.errors] == ["site/linked.toy: refused: a link leading outside the folder given"]
+    assert "linked.toy" not in {Path(r.document).name for r in refs}
+
+
+def test_site_absolute_paths_resolve_under_root(site):
+    (site / "sub").mkdir()
+    (site / "sub" / "f.toy").write_text(line("/img/red.png"))
+    (ref,) = documents.check([str(site / "sub")])
+    assert ref.image is None and "--root" in ref.problem
+    (ref,) = documents.check([str(site / "sub")], root=str(site))
+    assert ref.image == os.path.normpath(site / "img" / "red.png")
