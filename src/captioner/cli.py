@@ -6,6 +6,8 @@
     captioner evaluate --split test
     captioner review captions.jsonl --reviewer ana   # a person approves or corrects a library run
     captioner info                               # the version, the model file's digests, the model card
+    captioner check docs/                            # image references without alt text (documents/)
+    captioner fill docs/ --output proposals.jsonl    # alt text proposed for them, then --write --from it
 """
 from __future__ import annotations
 
@@ -117,6 +119,71 @@ def _write_metadata(args) -> int:
     return 1 if done["failed"] else 0
 
 
+def _check(args) -> int:
+    from captioner.documents import check, location_text
+
+    refs = check(args.paths, args.root)
+    for e in refs.errors:
+        print(f"captioner: error: {e}", file=sys.stderr)
+    counts = {s: 0 for s in ("missing", "suspicious", "decorative", "ok")}
+    for r in refs:
+        counts[r.status] += 1
+        if args.format == "jsonl":
+            print(json.dumps(r.to_dict(), ensure_ascii=False))
+        elif r.status in ("missing", "suspicious"):
+            why = f" ({r.problem})" if r.problem else ""
+            print(f"{r.document}:{location_text(r)}: {r.status}: {r.src[:80]}{why}")
+    print(f"captioner: {len(refs)} images in {refs.documents} documents: "
+          + ", ".join(f"{n} {s}" for s, n in counts.items()), file=sys.stderr)
+    return 2 if refs.errors else (1 if counts["missing"] or counts["suspicious"] else 0)
+
+
+def _fill(args) -> int:
+    from captioner import documents
+
+    if args.output is None and not args.write:
+        raise ValueError("choose --output PROPOSALS.jsonl (for a review) or --write (into the documents)")
+    if args.output is not None and (args.write or args.from_):
+        raise ValueError("--output makes proposals; --write (with --from) writes them: choose one")
+    if args.from_ is not None or args.diff or args.reviewed_only:
+        args.write = True
+    runtime.check_model_args(args.model, args.paths)
+    if args.output is not None:
+        props = documents.fill(args.paths, None, args.output, args.root, _model_args(args), args.overwrite)
+        for e in props.errors:
+            print(f"captioner: error: {e}", file=sys.stderr)
+        print(f"captioner: {args.output}: {len(props)} images proposed from {props.documents} documents "
+              f"({props.captioned} captioned, {props.by_rule} references decided by context"
+              + (f", {props.skipped} already there" if props.skipped else "") + ")", file=sys.stderr)
+        return 2 if props.errors else 0
+    done = documents.write(args.paths, args.from_, args.reviewed_only, args.overwrite, args.diff, args.root,
+                           model_args=_model_args(args))
+    for e in done.errors:
+        print(f"captioner: error: {e}", file=sys.stderr)
+    if done.errors:
+        print("captioner: nothing was written", file=sys.stderr)
+        return 2
+    if args.diff:
+        sys.stdout.write(done.diff)
+        return 0
+    for d in done.written:
+        print(f"captioner: wrote {d}", file=sys.stderr)
+    for d, where in done.not_decorative:
+        print(f"captioner: warning: {d}:{where}: decided decorative, but this format cannot mark an image "
+              "decorative (Markdown: use <img src=\"…\" alt=\"\">); left as it was", file=sys.stderr)
+    print(f"captioner: {done.alts} alt texts written into {len(done.written)} documents"
+          + (f", {done.kept} written by a person kept (--overwrite replaces them)" if done.kept else ""),
+          file=sys.stderr)
+    return 0
+
+
+def _model_arguments(p) -> None:
+    """The model flags ``caption`` and ``fill`` share."""
+    runtime.add_model_argument(p)
+    p.add_argument("--beam-size", type=int, default=3, help="beam size (1 = greedy)")
+    p.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY, help="beam score = logP / length**this")
+
+
 def _app_arguments(p):
     p.add_argument("--port", type=int, default=8501, help="port to listen on")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
@@ -180,9 +247,7 @@ def main(argv=None) -> int:
                         "any case; hidden names skipped) or glob patterns")
     p.add_argument("--from-list", default=None, metavar="FILE",
                    help="also caption the paths in FILE, one a line (for lists too long for a shell)")
-    runtime.add_model_argument(p)
-    p.add_argument("--beam-size", type=int, default=3, help="beam size (1 = greedy)")
-    p.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY, help="beam score = logP / length**this")
+    _model_arguments(p)
     p.add_argument("--n-best", type=int, default=1, help="also show this many top beams with their scores")
     p.add_argument("--format", choices=["text", "jsonl"], default="text",
                    help="text (the alt text), or one JSON object per line with image, caption, alt_text, "
@@ -289,6 +354,37 @@ def main(argv=None) -> int:
                    help="text (facts, then the model card), or one JSON object with the card as a field")
     p.add_argument("--no-card", action="store_true", help="text format: the facts only, without the model card")
     p.set_defaults(func=_info)
+    p = sub.add_parser("check", help="list the image references of web pages, Markdown, Word, PowerPoint and EPUB "
+                                     "files without good alt text",
+                       description="Every image reference of the documents (.html .htm .xhtml .md .markdown .docx "
+                                   ".pptx .epub; folders walked) with its status: missing, suspicious, decorative, "
+                                   "ok. Never loads the model. Exit status 1 if any is missing or suspicious, 2 if a "
+                                   "document could not be read, else 0.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="documents or folders")
+    p.add_argument("--root", default=None, metavar="DIR", help="the site's top folder, for paths such as /img/x.png")
+    p.add_argument("--format", choices=["text", "jsonl"], default="text",
+                   help="text: one line per missing or suspicious image (file:line:column: status: src); jsonl: one "
+                        "object per reference with document, location, src, image, alt, status")
+    p.set_defaults(func=_check)
+
+    p = sub.add_parser("fill", help="propose alt text for the images of documents, or write it into them",
+                       description="Caption each image that needs alt text once, however many documents use it, "
+                                   "with the document's context deciding where it can (links, captions, logos, "
+                                   "spacers). --output writes proposals for captioner review; --write puts the alt "
+                                   "text into the documents (only where it is missing or suspicious).")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="documents or folders")
+    p.add_argument("--root", default=None, metavar="DIR", help="the site's top folder, for paths such as /img/x.png")
+    p.add_argument("--output", default=None, metavar="FILE", help="write the proposals to FILE (.jsonl) for a review")
+    p.add_argument("--write", action="store_true", help="write the alt text into the documents")
+    p.add_argument("--from", dest="from_", default=None, metavar="FILE",
+                   help="with --write: the proposals of an earlier --output, with the review's decisions")
+    p.add_argument("--reviewed-only", action="store_true", help="with --from: only the images a person decided on")
+    p.add_argument("--overwrite", action="store_true", help="also replace alt text a person wrote")
+    p.add_argument("--diff", action="store_true", help="print what --write would change, and write nothing")
+    _model_arguments(p)
+    runtime.add_arguments(p)
+    wording.add_arguments(p)
+    p.set_defaults(func=_fill)
 
     p = sub.add_parser("app", help="run the Streamlit web app (headless)")
     _app_arguments(p)

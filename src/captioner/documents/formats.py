@@ -41,6 +41,27 @@ class Format(Protocol):
     def write(self, path: str, data: bytes, alts: dict[str, str]) -> bytes: ...
 
 
+def verify_rewrite(document: str, before: list[ImageRef], after: list[ImageRef], alts: dict[str, str]) -> None:
+    """Raise DocumentError unless ``after`` (a rewrite, read again) is ``before`` with only the alt texts in
+    ``alts`` changed: as many references in the same order, each with the same src and embedded member,
+    each named one (by its key in ``before``) with its new alt text (``""``: decorative), every other one
+    as it was.  References are matched by position, as a key may hold a column that an edit shifts."""
+    if len(after) != len(before):
+        raise DocumentError(document, f"the rewrite lists other images ({len(before)} -> {len(after)}); "
+                                      "nothing written")
+    for old, new in zip(before, after):
+        if (new.src, new.embedded) != (old.src, old.embedded):
+            raise DocumentError(document, f"the rewrite moved the image at {old.location}; nothing written")
+        if old.key in alts:
+            want = alts[old.key]
+            ok = new.alt == want and (want != "" or new.decorative)
+        else:
+            ok = new.alt == old.alt and new.decorative == old.decorative
+        if not ok:
+            raise DocumentError(document, f"the image at {old.location} does not read back as asked (alt "
+                                          f"{new.alt!r}, wanted {alts.get(old.key, old.alt)!r}); nothing written")
+
+
 # suffix -> module under captioner.documents that defines FORMAT (imported only when a file of that kind is met)
 SUFFIXES = {".html": "html", ".htm": "html", ".xhtml": "html", ".md": "markdown", ".markdown": "markdown",
             ".docx": "ooxml", ".pptx": "ooxml", ".epub": "epub"}

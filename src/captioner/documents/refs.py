@@ -39,7 +39,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg", ".bmp", ".ti
 # The file names cameras, phones and screenshot tools give (IMG_1234, DSC01234, PXL_20240101_…): these are
 # patterns over a plain alt-text string, never over markup.
 CAMERA_NAME = re.compile(r"^(img|dsc|dscn|dscf|dcim|pxl|mvimg|gopr|sam|imag|photo|image|screenshot|"
-                         r"screen shot|capture|scan)[\s_\-]*[\d_\-\s.:]+\w*$", re.IGNORECASE)
+                         r"screen shot|capture|scan)[\s_\-]*\d[\d_\-\s.:]*\w*$", re.IGNORECASE)   # a digit: a number
 NUMBERED_PLACEHOLDER = re.compile(r"^(image|img|photo|picture|figure|fig|graphic|icon)[\s_\-.#]*\d+$",
                                   re.IGNORECASE)
 
@@ -57,6 +57,7 @@ class Context:
     height: int | None = None
     role: str | None = None           # role attribute, when there is one
     page_title: str | None = None     # the document's own title (<title>, the first heading, docProps title)
+    name: str | None = None           # an Office object's name (docPr / cNvPr name: "Picture 3", a file name)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v not in (None, "")}

@@ -277,6 +277,11 @@ class ReviewStore:
     def kinds(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT kind FROM photos WHERE kind IS NOT NULL ORDER BY kind")]
 
+    def record(self, image: str) -> dict | None:
+        """The results file's record of ``image`` (as indexed), or None."""
+        row = self.db.execute("SELECT rec FROM photos WHERE image = ?", (image,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
     def listed(self, image: str) -> bool:
         """Whether ``image`` is exactly a photo of the results file (the review server serves no other)."""
         return self.db.execute("SELECT 1 FROM photos WHERE image = ?", (image,)).fetchone() is not None

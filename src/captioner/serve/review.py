@@ -4,6 +4,9 @@
     captioner review captions.jsonl --reviewer ana          # a person approves: http://127.0.0.1:8765/
     captioner review captions.jsonl --host 0.0.0.0 --token "$(openssl rand -hex 16)"   # beyond this machine
 
+A proposals file of captioner fill --output is a results file too: each image comes with the places
+documents show it (document, location, link, figure caption, nearby text, the rule that decided its alt text).
+
 The page (review_page/) shows the doubtful photos first, with filters, text search and progress,
 and takes accept / edit / decorative / skip from buttons or the keyboard.  Every decision is one
 transaction in the SQLite database beside the results (library/decisions.py), durable before the
@@ -88,7 +91,37 @@ def _item(entry: dict) -> dict:
             "long_description": r.get("long_description") or "",
             "tags": [f'{t["name"]} {t["prob"]:.2f}' for t in (r.get("tags") or [])[:5]],
             "confidence": r.get("confidence"), "in_domain": r.get("in_domain"),
-            "flags": [f for f in flags(r) if not f.startswith("metadata")], "decision": entry["decision"]}
+            "flags": [f for f in flags(r) if not f.startswith("metadata")], "decision": entry["decision"],
+            **({"references": [_reference(x) for x in r["references"][:MAX_REFERENCES]],
+                "reference_count": len(r["references"])} if isinstance(r.get("references"), list) else {})}
+
+
+MAX_REFERENCES = 20     # a logo on 10,000 pages: the page lists the first ones and says how many there are
+
+
+def _reference(x: dict) -> dict:
+    """One place a document shows the image (a proposals record of ``captioner fill``), as the page shows it."""
+    from captioner.documents import location_text
+    from captioner.documents.refs import ImageRef
+
+    c = x.get("context") or {}
+    where = location_text(ImageRef(x.get("document", ""), x.get("location") or {}, "", None, ""))
+    return {"document": x.get("document"), "where": where, "alt": x.get("alt"), "status": x.get("status"),
+            "proposed": x.get("proposed"), "rule": x.get("rule"), "why": x.get("why"),
+            "page_title": c.get("page_title"), "link": c.get("link_href"), "caption": c.get("figure_caption"),
+            "nearby": (c.get("nearby_text") or "")[:300]}
+
+
+def _document_image(rec: dict) -> bytes:
+    """A proposals record's image that is not a plain file: read again from its document (documents/)."""
+    from captioner.documents import image_for_review
+    from captioner.documents.paths import ImageUnavailable
+    from captioner.images import ImageError
+
+    try:
+        return image_for_review(rec)
+    except ImageUnavailable as e:
+        raise ImageError(f"{rec.get('image')}: {e}") from None
 
 
 def create_review_app(results, reviewer: str, token: str | None = None, loopback_only: bool = True) -> FastAPI:
@@ -182,10 +215,15 @@ def create_review_app(results, reviewer: str, token: str | None = None, loopback
     def photo(image: str = Query(..., max_length=4096)):
         from captioner.images import ImageError, open_image
 
-        if not db().listed(image):
+        rec = db().record(image)
+        if rec is None:
             raise HTTPException(404, "not a photo of this results file")
         try:
-            img = open_image(image)
+            if isinstance(rec.get("references"), list) and not Path(image).is_file() or Path(image).suffix.lower() \
+                    in (".svg", ".svgz"):
+                img = open_image(io.BytesIO(_document_image(rec)), name=image)   # inside a document, or an SVG
+            else:
+                img = open_image(image)
         except ImageError as e:
             raise HTTPException(404 if "no such file" in str(e) else 415, f"cannot show this photo: {e}") from None
         img.thumbnail((PREVIEW, PREVIEW))

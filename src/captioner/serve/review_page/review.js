@@ -97,6 +97,39 @@ function describeDecision(d) {
   return `${what}, by ${d.reviewer}, ${when}`;
 }
 
+const USE_FIELDS = [["Page", "page_title"], ["Alt text now", "alt"], ["Proposed here", "proposed"],
+                    ["Decided by", "why"], ["Link to", "link"], ["Figure caption", "caption"], ["Text beside it", "nearby"]];
+
+function showUses(item) {   // a proposals record of `captioner fill`: the places documents show this image
+  const refs = item.references || [];
+  $("uses").hidden = !refs.length;
+  const list = $("use-list");
+  list.replaceChildren();
+  for (const r of refs) {
+    const li = document.createElement("li");
+    const head = document.createElement("p");
+    head.className = "where";
+    head.textContent = `${r.document}:${r.where} (${r.status})`;
+    const dl = document.createElement("dl");
+    for (const [label, key] of USE_FIELDS) {
+      let v = r[key];
+      if (key === "alt") v = v == null ? "none" : (v === "" ? "(empty: decorative)" : v);
+      if (key === "proposed" && v === "") v = "(empty: decorative)";
+      if (v == null || v === "") continue;
+      const dt = document.createElement("dt");
+      dt.textContent = label;
+      const dd = document.createElement("dd");
+      dd.textContent = v;
+      dl.append(dt, dd);
+    }
+    li.append(head, dl);
+    list.appendChild(li);
+  }
+  const more = (item.reference_count || 0) - refs.length;
+  $("uses-title").textContent = `Where documents show it (${(item.reference_count || 0).toLocaleString("en")})` +
+    (more > 0 ? `, the first ${refs.length} listed` : "");
+}
+
 function render() {
   const item = state.items[state.cur];
   $("empty").hidden = !!item;
@@ -116,6 +149,7 @@ function render() {
   $("tags").textContent = item.tags.length ? item.tags.join(", ") : "—";
   $("flags").textContent = item.flags.length ? item.flags.join(", ") : "none";
   $("decision").textContent = describeDecision(item.decision);
+  showUses(item);
   const read = item.long_description || item.text;
   $("read-box").hidden = !read;
   $("text-read").textContent = read;
