@@ -121,6 +121,7 @@ def _write_metadata(args) -> int:
 
 def _check(args) -> int:
     from captioner.documents import check, location_text
+    from captioner.documents.refs import suspicious
 
     refs = check(args.paths, args.root)
     for e in refs.errors:
@@ -131,8 +132,9 @@ def _check(args) -> int:
         if args.format == "jsonl":
             print(json.dumps(r.to_dict(), ensure_ascii=False))
         elif r.status in ("missing", "suspicious"):
-            why = f" ({r.problem})" if r.problem else ""
-            print(f"{r.document}:{location_text(r)}: {r.status}: {r.src[:80]}{why}")
+            why = [f'alt "{r.alt}" is {suspicious(r.alt, r.src)}'] if r.status == "suspicious" else []
+            why += [r.problem] if r.problem else []
+            print(f"{r.document}:{location_text(r)}: {r.status}: {r.src[:80]}" + "".join(f" ({w})" for w in why))
     print(f"captioner: {len(refs)} images in {refs.documents} documents: "
           + ", ".join(f"{n} {s}" for s, n in counts.items()), file=sys.stderr)
     return 2 if refs.errors else (1 if counts["missing"] or counts["suspicious"] else 0)

@@ -102,7 +102,7 @@ def suspicious(alt: str, src: str = "") -> str | None:
     if not text:
         return "only white space"
     if low in PLACEHOLDERS:
-        return f'a placeholder word ("{text}")'
+        return "a placeholder word"
     if src and (text == src or (name and low in (name, name.rsplit(".", 1)[0]))):
         return "the image's file name"
     if low.endswith(IMAGE_SUFFIXES) and " " not in low:
