@@ -1,8 +1,9 @@
 """How fast the HTML and Markdown formats read a page (``read()``: decode, one tokenizer pass, every image
 reference with its context), on a real documentation folder: each .md/.markdown/.html/.htm/.xhtml file
 under the given folders, and with ``--pandoc`` each Markdown page also made into a standalone HTML page
-(``pandoc -f gfm -s``) and read as HTML.  Files are read from disk once; the timing is ``read()`` alone, the
-median of ``--repeats`` passes over all pages.
+(``pandoc -f gfm -s``) and read as HTML.  Files are read from disk once; the timing is ``read()`` alone,
+each page's median of ``--repeats`` runs, in CPU time of this process (so that other jobs on a shared
+machine do not count; one core).
 
     python benchmarks/bench_document_formats.py ../realdocs/mkdocs-docs --pandoc --repeats 5
     python benchmarks/bench_document_formats.py site/ --out runs/bench_document_formats.json
@@ -55,9 +56,9 @@ def measure(files: list[Path], repeats: int) -> dict:
     for name, b, fmt in data:
         times = []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             fmt.read(name, b)
-            times.append(time.perf_counter() - t0)
+            times.append(time.process_time() - t0)
         per_page.append(statistics.median(times))
 
     def figures(chosen: list[int]) -> dict:
