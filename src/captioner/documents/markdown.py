@@ -74,10 +74,14 @@ class _Lines:
     def __init__(self, text: str):
         self.starts, self.bodies = [], []
         i, n = 0, len(text)
+        # str.find, not a loop over characters: this ran for every page checked (0.9 ms of a page's 3 ms)
+        r, nl = text.find("\r"), text.find("\n")
         while i <= n:
-            j = i
-            while j < n and text[j] not in "\r\n":
-                j += 1
+            if 0 <= r < i:
+                r = text.find("\r", i)
+            if 0 <= nl < i:
+                nl = text.find("\n", i)
+            j = min(x for x in (r, nl, n) if x >= 0)
             self.starts.append(i)
             self.bodies.append(text[i:j].replace("\x00", "\ufffd"))
             if j >= n:
