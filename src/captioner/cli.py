@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -86,8 +87,10 @@ def _print_record(rec: dict, args, many: bool, beams=None) -> None:
 
 
 def _caption_library(args, paths: list[str]) -> int:
-    """A library run (library.py): results file, metadata, report, Ray."""
-    from captioner.library.run import LibraryJob, caption_library, describe
+    """A library run: results file, metadata, report, Ray.  Each problem is named on stderr as it is
+    met, and the first ones again at the end of a run with many.  Exit status 1 if a photo failed
+    or its metadata, asked for, was not written."""
+    from captioner.library.run import LISTED, LibraryJob, caption_library, describe
 
     if args.attention_dir or args.n_best > 1:
         raise ValueError("--attention-dir and --n-best work without --output, --write-metadata, --html "
@@ -95,13 +98,21 @@ def _caption_library(args, paths: list[str]) -> int:
     job = LibraryJob(paths, args.output, _model_args(args), args.batch_size, args.workers, args.write_metadata,
                      args.overwrite_metadata, args.retry_errors, args.html, args.engine, args.ray_address,
                      args.ray_cpus, args.ray_workers, args.num_gpus_per_worker)
-    summary = caption_library(job)
+    summary = caption_library(job, report=lambda line: print(f"captioner: error: {line}", file=sys.stderr,
+                                                               flush=True))
     if summary.repaired:
         print(f"captioner: {args.output}: {summary.repaired}", file=sys.stderr)
     for rec in summary.records:
-        _print_record(rec, args, len(paths) > 1)
-    print(f"captioner: {describe(summary, args.output)}", file=sys.stderr)
-    return 1 if summary.failed else 0
+        if "error" not in rec or args.format == "jsonl":   # failures were named on stderr already
+            _print_record(rec, args, len(paths) > 1)
+    n_problems = summary.failed + summary.metadata_failed
+    if n_problems > 3:   # the lines above scrolled away in a long run: the first ones again
+        more = f" (the first {len(summary.problems)})" if n_problems > len(summary.problems) else ""
+        print(f"captioner: {n_problems} problems{more}:", file=sys.stderr)
+        for line in summary.problems[:LISTED]:
+            print(f"  {line}", file=sys.stderr)
+    print(f"captioner: {describe(summary, args.output, args.write_metadata)}", file=sys.stderr)
+    return 1 if summary.failed or summary.metadata_failed else 0
 
 
 def _write_metadata(args) -> int:
@@ -147,6 +158,20 @@ def _needs_torch(command: str) -> int:
     print(f"captioner {command}: needs PyTorch and the training wing: pip install 'captioner[train]'",
           file=sys.stderr)
     return 2
+
+
+def _pipe_closed() -> int:
+    """The reader of our output went away (``captioner caption photos/ | head -1``): stop quietly, as
+    Unix tools do, with no traceback.  The Python docs' recipe ("Note on SIGPIPE"): point stdout (and
+    stderr, which may be the same pipe) at /dev/null so that Python's own flush at exit cannot fail
+    again; exit status 1, as the recipe and most Python command-line tools give."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):   # a stream without a file descriptor (replaced by a caller)
+            pass
+    return 1
 
 
 def main(argv=None) -> int:
@@ -270,7 +295,11 @@ def main(argv=None) -> int:
 
     args = ap.parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()   # a reader that went away shows here, not in Python's flush at exit
+        return code
+    except BrokenPipeError:
+        return _pipe_closed()
     except KeyboardInterrupt:
         print("captioner: interrupted", file=sys.stderr)
         return 130
