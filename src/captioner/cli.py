@@ -183,15 +183,20 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("caption", help="caption images (files, folders, globs)",
-                       description="Print a caption for each image. Exit status 1 if any input failed.")
+                       description="Print the recommended alt text of each image: one line each (with several "
+                                   "images, the path, a tab, then the text). Exit status 1 if any image failed, or "
+                                   "(--write-metadata) its metadata could not be written.")
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="image files, folders (walked recursively for .jpg .jpeg .png .bmp .gif .webp .tif .tiff, "
                         "any case; hidden names skipped) or glob patterns")
     p.add_argument("--from-list", default=None, metavar="FILE",
                    help="also caption the paths in FILE, one a line (for lists too long for a shell)")
     runtime.add_model_argument(p)
-    p.add_argument("--beam-size", type=int, default=3, help="beam size (1 = greedy)")
-    p.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY, help="beam score = logP / length**this")
+    p.add_argument("--beam-size", type=int, default=3,
+                   help="candidate captions weighed at once (1: the likeliest word at each step; larger is slower)")
+    p.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY,
+                   help="higher favours longer captions (a candidate's score is its log-probability divided by "
+                        "its length to this power)")
     p.add_argument("--n-best", type=int, default=1, help="also show this many top beams with their scores")
     p.add_argument("--format", choices=["text", "jsonl"], default="text",
                    help="text (the alt text), or one JSON object per line with image, caption, alt_text, "
@@ -206,11 +211,12 @@ def main(argv=None) -> int:
     runtime.add_arguments(p)
     p.add_argument("--attention-dir", default=None, help="save an attention map PNG per image into this folder")
     wording.add_arguments(p)
-    g = p.add_argument_group("photo libraries (library.py)")
+    g = p.add_argument_group("photo libraries: a results file, metadata, a review page")
     g.add_argument("--output", default=None, metavar="FILE",
                    help="append one record per photo to FILE (.jsonl, or .parquet: a folder of parts), flushed per "
                         "batch; a rerun skips the photos already there")
-    g.add_argument("--retry-errors", action="store_true", help="with --output: caption again the photos that failed")
+    g.add_argument("--retry-errors", action="store_true",
+                   help="with --output: caption again the photos that failed in an earlier run")
     g.add_argument("--write-metadata", choices=["sidecar", "embed"], default=None,
                    help="write the alt text (IPTC Alt Text, dc:description) into PHOTO.xmp beside each photo, or "
                         "into the photo itself (also EXIF ImageDescription); needs exiftool")
@@ -219,19 +225,21 @@ def main(argv=None) -> int:
     g.add_argument("--html", default=None, metavar="FILE",
                    help="write a review page: thumbnails with alt text, caption, confidence, flags; doubtful first")
     g.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="local: this process; ray: Ray Data actors (pip install -e \".[ray]\"), needs --output")
+                   help="local: this computer, this process; ray: spread over a Ray cluster "
+                        "(pip install 'captioner[ray]'), needs --output")
     g.add_argument("--ray-address", default=None,
                    help="an existing Ray cluster (auto, or ray://HOST:10001); default: start a local one")
     g.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray (default: all of this machine's)")
     g.add_argument("--ray-workers", type=int, default=None,
-                   help="actors in the pool, each with the model loaded once (default: one per CPU, or per GPU share)")
+                   help="copies of the model working at once, each loaded once (default: one per CPU, or per "
+                        "share of a GPU)")
     g.add_argument("--num-gpus-per-worker", type=float, default=0.0,
-                   help="GPUs per Ray actor (e.g. 1, or 0.5 to share one GPU between two actors)")
+                   help="GPUs for each copy of the model (e.g. 1, or 0.5 to share one GPU between two)")
     p.set_defaults(func=_caption)
 
     p = sub.add_parser("export", help="a library run's final captions (or the review decisions) as CSV / JSON lines",
                        description="The final alt text of each photo of a results file: a person's decision where "
-                                   "there is one (library/decisions.py), else the machine's.")
+                                   "there is one (from captioner review), else the machine's.")
     p.add_argument("results", help="a results file of a library run (.jsonl or .parquet)")
     p.add_argument("--out", required=True, help="the file to write (.csv or .jsonl)")
     p.add_argument("--reviewed", action="store_true",
