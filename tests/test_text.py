@@ -486,3 +486,19 @@ def test_page_titles_on_real_pages(reader, name, starts, never):
     text = read_fixture(reader, name)
     alt = alttext.compose("a man is standing", True, 0.9, [], kind="document", text=text, limit=1000)
     assert alt.startswith(starts) and never not in alt, alt[:200]
+
+
+def test_fragments_on_one_baseline_are_joined_and_a_legend_is_not():
+    """The geometry under the title rules: the detector's pieces of one wide line of type are joined
+    left to right; entries apart by a colour swatch, another size or another baseline are not."""
+    from captioner.knowledge.ocr import join_fragments, joined
+
+    pieces = [line("museum per day", 330, 20, 190, 24), line("Visitors to the", 120, 21, 198, 24),
+              line("Actual", 30, 80, 60, 20), line("Target", 30, 104, 62, 20),
+              line("North", 600, 22, 60, 20), line("10", 700, 26, 12, 10)]
+    rows = [joined(g).text for g in join_fragments(pieces)]
+    assert rows[0] == "Visitors to the museum per day"
+    assert "North" in rows and "10" in rows and "Actual" in rows and "Target" in rows
+    text = ImageText(pieces, 800, 600)
+    assert alttext.compose("", True, 0.9, [], kind="chart", text=text, chart_type="bar") == \
+        "Bar chart: Visitors to the museum per day."
