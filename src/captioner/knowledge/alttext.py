@@ -143,14 +143,12 @@ def legend_entries(lines: list) -> set[int]:
             i = parent[i]
         return i
 
-    pairs = []
     for a in rows:
         for b in rows:
             h = max(a.height, b.height)
             if (a is not b and min(a.height, b.height) >= 0.8 * h and abs(_left(a) - _left(b)) <= 0.5 * h
                     and -0.2 * h <= _top(b) - _bottom(a) <= 0.4 * h):
                 parent[root(id(a))] = root(id(b))
-                pairs.append((a, b))
     stacks: dict[int, list] = {}
     for l in rows:
         stacks.setdefault(root(id(l)), []).append(l)
@@ -221,7 +219,8 @@ def _stacked(first, second):
 
 _BULLET_MARKS = set("•·◦▪▫■□●○‣⁃∙–—-*+>»")
 _NUMBERED = re.compile(r"^\(?(\d{1,3}|[a-zA-Z]|[ivxIVX]{1,4})[.)]\s")
-_PAGE_NUMBER = re.compile(r"^[\W_]*(page\s*)?(\d{1,4}|[ivxlcdm]{1,7})(\s*(of|/)\s*\d{1,4})?[\W_]*$", re.I)
+_ROMAN = r"(?=[ivxlc])c{0,3}(xc|xl|l?x{0,3})(ix|iv|v?i{0,3})"     # a well-formed numeral: not "civil"
+_PAGE_NUMBER = re.compile(rf"^[\W_]*([Pp]age\s*)?(\d{{1,4}}|{_ROMAN}|{_ROMAN.upper()})(\s*(of|/)\s*\d{{1,4}})?[\W_]*$")
 
 
 def _body_height(lines: list) -> float:
