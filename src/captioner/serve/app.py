@@ -123,7 +123,7 @@ def show_result(key: str, name: str, img, result, seconds: float, show_attention
     the text read boxed and the attention maps only on request."""
     st.markdown("**Recommended alt text**")
     st.subheader(result.alt_text or "(empty)")
-    used = result.kind in (None, "photo") and result.in_domain is not False
+    used = result.text.strip().rstrip(".").lower() in result.alt_text.lower()
     note(f"The model's caption{'' if used else ' (not used in the alt text)'}: {sentence(result.text)}")
     left, right = st.columns([3, 2])
     with right:

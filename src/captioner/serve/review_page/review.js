@@ -58,13 +58,13 @@ async function loadMore() {
   try { await state.loading; } finally { state.loading = null; }
 }
 
-function status(item) {
+function statusOf(item) {
   if (item.error) return "failed";
   return (item.decision && STATUS[item.decision.action]) || "pending";
 }
 
 function showStatus(el, item) {
-  const word = status(item);
+  const word = statusOf(item);
   el.textContent = word;
   el.className = `status status-${word}`;
 }
