@@ -37,12 +37,19 @@ def test_app_captions_an_example_and_survives_a_bad_file(examples):
     good = sorted(p.name for p in examples.glob("*.jpg") if p.name != "broken.jpg")[0]
     at.selectbox(key="example").set_value(good).run()
     assert not at.exception
-    caption = at.subheader[0].value
-    assert len(caption.split()) >= 3
+    headline = at.subheader[0].value
+    assert len(headline.split()) >= 3
     assert at.success and "In domain" in at.success[0].value           # the flag, for a Flickr8k photo
     assert at.metric and at.metric[0].value.endswith("%")              # the confidence
-    assert at.code and at.code[0].value                                # the recommended alt text
+    assert at.code and at.code[0].value == headline                    # the recommended alt text, to copy
     assert at.table                                                    # the ImageNet tags
+    assert not at.select_slider                                        # attention maps only on request
+    attention = next(t for t in at.toggle if t.label == "Attention maps")
+    assert attention.value is False
+    attention.set_value(True).run()
+    assert not at.exception
+    caption = next(m.value for m in at.markdown if m.value.startswith("The model's caption"))
+    caption = caption.split(": ", 1)[1].replace("\\", "")
     words = at.select_slider[0].options
     assert len(words) == len(caption.rstrip(".").split())          # one attention map per word
     at.select_slider[0].set_value(1).run()
@@ -84,7 +91,7 @@ def test_browser_upload_shows_a_caption(tmp_path):
             heading = page.locator("h3").filter(has_text=".").first
             heading.wait_for(timeout=120000)
             text = heading.inner_text()
-            page.get_by_text("Recommended alt text").wait_for(timeout=60000)   # flag, confidence, alt text shown
+            page.get_by_text("Recommended alt text, to copy").wait_for(timeout=60000)   # flag, confidence, alt text
             page.wait_for_timeout(1500)
             page.screenshot(path=str(shot), full_page=True)
             violations = axe_violations(page)                 # accessible: no serious or critical violations
@@ -117,3 +124,27 @@ def test_app_survives_every_kind_of_file(tmp_path, monkeypatch):
             assert at.subheader and not at.error, name
         else:
             assert at.error and name in at.error[0].value, name
+
+
+BUNDLED = ROOT / "src" / "captioner" / "examples"
+
+
+@pytest.mark.parametrize("name, alt_text", [("chart.png", "Bar chart: Visitors to the museum per day."),
+                                            ("coffee.jpg", "Image may show: espresso.")])
+def test_the_headline_is_the_alt_text_and_the_caption_a_detail(monkeypatch, name, alt_text):
+    """The bundled chart and coffee cup: the large headline is the recommended alt text, the model's
+    own caption (which describes a photo the image is not) appears only as a labelled line of small
+    print, and the image is shown as it is (no attention map unless asked for)."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("CAPTIONER_EXAMPLES", str(BUNDLED))
+    at = AppTest.from_file(str(APP), default_timeout=180).run()
+    at.selectbox(key="example").set_value(name).run()
+    assert not at.exception
+    assert [h.value for h in at.subheader] == [alt_text]              # the only large line
+    details = [m.value.replace("\\", "") for m in at.markdown if m.value.startswith("The model")]
+    assert len(details) == 1 and details[0].startswith("The model's caption (not used in the alt text): ")
+    caption = details[0].split(": ", 1)[1].rstrip(".")
+    assert len(caption.split()) >= 3 and caption not in alt_text
+    assert not at.select_slider                                       # no attention map by default
+    assert at.get("image"), "the image itself is shown"

@@ -126,3 +126,35 @@ def test_model_flag_takes_one_path_and_misread_arguments_are_named(tmp_path):
     if photo:   # the photo after --model MODEL is a photo now, not a second model
         r = run("caption", "--model", str(DEFAULT_MODEL), photo)
         assert r.returncode == 0 and r.stdout.strip(), r.stderr
+
+
+def _first_line_then_close(args, cwd=None):
+    """Run ``captioner ARGS`` with its stdout into a real pipe, read one line, close the pipe, as
+    ``| head -1`` does -> (the line, exit status, stderr).  The pipe is shrunk to one page (4 KiB)
+    and the output is made longer than that, so the command is still writing when the reader goes:
+    the closed pipe is met on every run, not by chance."""
+    import fcntl
+    import os
+
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
+    proc = subprocess.Popen([sys.executable, "-m", "captioner", *map(str, args)], stdout=w,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd)
+    os.close(w)
+    with os.fdopen(r) as reader:
+        line = reader.readline()
+    err = proc.stderr.read()
+    return line, proc.wait(timeout=300), err
+
+
+@pytest.mark.parametrize("mode", [["--format", "text"], ["--format", "jsonl"], ["--html", "report.html"]])
+def test_a_closed_output_pipe_ends_quietly(tmp_path, mode):
+    """``captioner caption photos/ | head -1``: plain text, JSON lines and a library run (records
+    printed at its end) stop without a traceback, exit status 1 (the Python docs' recipe)."""
+    photos = originals(120)
+    full = run("caption", *photos[:3], *mode[:2])
+    assert full.returncode == 0 and len(full.stdout) / 3 * len(photos) > 2 * 4096   # outgrows the pipe
+    line, code, err = _first_line_then_close(["caption", *photos, *mode], cwd=tmp_path)
+    assert line.startswith(f"{photos[0]}\t") or json.loads(line)["image"] == str(photos[0])
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err, err
+    assert code == 1

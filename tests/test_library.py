@@ -126,6 +126,30 @@ def test_errors_are_retried_only_when_asked_and_lists_of_paths(library, tmp_path
 
 @needs_shared
 @needs_model
+def test_each_failed_photo_is_named_with_why_and_the_first_ones_again_at_the_end(library, tmp_path):
+    """Corrupt files among real photos: each is named on stderr with its reason as the run meets
+    it, and a run with many repeats the first ones at the end, above the counts."""
+    good = sorted(library.rglob("*.jpg"))[0].read_bytes()
+    bad = [library / f"broken_{i}.jpg" for i in range(12)]
+    for i, p in enumerate(bad):
+        p.write_bytes(good[: 200 + 50 * i])           # a real JPEG cut short: unreadable
+    out = tmp_path / "r.jsonl"
+    r = run("caption", library, "--output", out, "--batch-size", "4")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.splitlines()
+    named = [l for l in lines if l.startswith("captioner: error: ")]
+    assert len(named) == 13                            # the 12 broken photos and notes.jpg, one line each
+    for p in [*bad, library / "notes.jpg"]:
+        line = next(l for l in named if l.startswith(f"captioner: error: {p}: "))
+        assert len(line) > len(f"captioner: error: {p}: ") + 5    # and why
+    end = lines.index("captioner: 13 problems (the first 10):")
+    assert end > lines.index(named[-1])
+    assert [l.strip() for l in lines[end + 1:end + 11]] == [l[len("captioner: error: "):] for l in named[:10]]
+    assert lines[-1] == "captioner: 33 photos: 20 captioned, 13 failed"
+
+
+@needs_shared
+@needs_model
 def test_ray_engine_gives_the_local_engines_records_and_parquet_resumes(library, tmp_path):
     pytest.importorskip("ray")
     local, ray_out, pq = tmp_path / "local.jsonl", tmp_path / "ray.jsonl", tmp_path / "ray.parquet"

@@ -161,9 +161,44 @@ def test_command_line_embeds_alt_text_in_every_format_and_reports_failures(tmp_p
         got = exif(folder / f"p.{fmt}", ALT, EXIF)
         assert got[ALT] == got[EXIF] == rec["alt_text"]
         assert _pixels(folder / f"p.{fmt}") == pixels[fmt]
-    assert "read-only" in recs["readonly.jpg"]["error"] and recs["truncated.jpg"]["error"]
+    # the read-only photo was captioned: only its metadata failed, and that is what the run says
+    ro_rec = recs["readonly.jpg"]
+    assert "error" not in ro_rec and ro_rec["alt_text"] and ro_rec["metadata"]["status"] == "failed"
+    assert "read-only" in ro_rec["metadata"]["error"] and recs["truncated.jpg"]["error"]
+    assert f"captioner: error: captioned, metadata not written: {ro}: read-only" in r.stderr
+    assert f"captioner: error: {folder / 'truncated.jpg'}: " in r.stderr
+    assert "6 photos: 5 captioned (1 with metadata not written), 1 failed" in r.stderr
+    assert f"captioner write-metadata {out} embed" in r.stderr
     for n, data in untouched.items():
         assert (folder / n).read_bytes() == data
+
+
+@needs_shared
+@pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model")
+def test_a_read_only_photo_is_captioned_its_metadata_failure_named_and_written_later(tmp_path):
+    """Only the metadata failed: the caption is kept and counted as captioned, the failure is named on
+    stderr as such, the exit status is 1 (the metadata was asked for), and `write-metadata` writes
+    it once the photo is writable, without captioning again."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    ro = folder / "readonly.jpg"
+    shutil.copy(sorted((SHARED / "originals").glob("*.jpg"))[0], ro)
+    ro.chmod(0o444)
+    before = ro.read_bytes()
+    out = tmp_path / "r.jsonl"
+    r = subprocess.run([sys.executable, "-m", "captioner", "caption", str(folder), "--output", str(out),
+                        "--write-metadata", "embed"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stderr
+    assert f"captioner: error: captioned, metadata not written: {ro}: read-only" in r.stderr
+    assert "1 photos: 1 captioned (1 with metadata not written), 0 failed" in r.stderr
+    assert "Traceback" not in r.stderr and ro.read_bytes() == before
+    rec = json.loads(out.read_text())
+    assert "error" not in rec and rec["alt_text"] and rec["metadata"]["status"] == "failed"
+    ro.chmod(0o644)                                  # the user makes it writable, and writes the metadata
+    r = subprocess.run([sys.executable, "-m", "captioner", "write-metadata", str(out), "embed"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "1 written" in r.stderr, r.stderr
+    assert exif(ro, ALT)[ALT] == rec["alt_text"]
 
 
 def test_write_metadata_from_a_results_file_writes_only_what_changed(tmp_path):

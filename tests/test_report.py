@@ -63,6 +63,11 @@ def test_the_page_shows_a_persons_decisions(tmp_path):
     assert "2 reviewed by a person" in page
     assert "reviewed: edited to \u201cA &lt;i&gt;wet&lt;/i&gt; dog shaking off water.\u201d, by Ana &lt;ana@x&gt;" in page
     assert "reviewed: decorative (empty alt text), by bo" in page and page.count('class="decision"') == 2
+    # each card's status as a word in its own colour class (the same stylesheet as the review page's)
+    assert page.count('<span class="status status-edited">edited</span>') == 1
+    assert page.count('<span class="status status-decorative">decorative</span>') == 1
+    assert page.count('<span class="status status-pending">pending</span>') == 1          # a skip decides nothing
+    assert ".status-failed {" in page and ".status-accepted {" in page
 
 
 @needs_shared

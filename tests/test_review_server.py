@@ -216,8 +216,8 @@ def test_review_by_keyboard_reload_and_markup(server, tmp_path):
         page.reload()                                                       # the decisions are there
         playwright.expect(name).to_have_text(MARKUP_NAME)                   # and the place kept
         playwright.expect(progress).to_have_text("3 of 7 reviewed")
-        marks = page.locator("#queue .mark").all_inner_texts()
-        assert marks == ["failed", "accepted", "edited", "decorative", "", "", ""]
+        marks = page.locator("#queue .status").all_inner_texts()
+        assert marks == ["failed", "accepted", "edited", "decorative", "pending", "pending", "pending"]
         page.locator("#queue button").nth(2).click()
         assert "edited to “A SpaceX Falcon 9 lifting off at dusk.”, by ana" in page.locator("#decision").inner_text()
         page.locator("#status").select_option("unreviewed")
@@ -290,3 +290,53 @@ def test_review_page_is_accessible(server):
             seen.add(page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()"))
         assert {"kind", "status", "query", "accept", "edit", "decorative", "skip", "prev", "next"} <= seen
         browser.close()
+
+
+def _luminance(rgb: str) -> float:
+    """'rgb(r, g, b)' as a browser computes it -> WCAG relative luminance."""
+    channels = [int(c) / 255 for c in rgb[rgb.index("(") + 1:rgb.index(")")].split(",")[:3]]
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+@needs_chromium
+@needs_axe
+def test_each_status_has_its_own_word_and_colour_and_passes_axe(library):
+    """Failed, pending, accepted, edited and decorative: each shown as its word, in a colour of its
+    own (text and background), each readable (contrast >= 4.5:1), in the queue and on the card; and
+    axe-core finds nothing serious on the page showing all five."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    tmp, results, _ = library
+    c = client(results)
+    for image, action, text in (("photos/cat.jpg", "accept", None), ("photos/rocket.jpg", "edit", "A rocket."),
+                                ("photos/screenshot.png", "decorative", None)):
+        assert c.post("/api/decisions", json={"image": image, "action": action, "text": text}).status_code == 200
+    srv = Server(tmp, results)
+    try:
+        with playwright.sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_context(bypass_csp=True).new_page()
+            page.goto(srv.url)
+            playwright.expect(page.locator("#photo-name")).to_have_text("broken.jpg")
+            look = """(el) => { const s = getComputedStyle(el);
+                return [el.textContent, s.color, s.backgroundColor, s.borderTopStyle]; }"""
+            queue = [page.locator("#queue .status").nth(i).evaluate(look)
+                     for i in range(page.locator("#queue .status").count())]
+            cards = []
+            for i in range(len(queue)):                       # each photo's card shows its status too
+                page.locator("#queue button").nth(i).click()
+                cards.append(page.locator("#status-shown").evaluate(look))
+            violations = axe_violations(page)
+            browser.close()
+    finally:
+        srv.stop()
+    assert [q[0] for q in queue] == ["failed", "accepted", "edited", "decorative", "pending", "pending", "pending"]
+    assert cards == queue
+    colours = {word: (fg, bg) for word, fg, bg, _ in queue}
+    assert len(colours) == 5 and len(set(colours.values())) == 5            # a colour of its own, each
+    assert len({fg for fg, _ in colours.values()}) == 5 and len({bg for _, bg in colours.values()}) == 5
+    assert colours["failed"] != colours["accepted"]
+    for word, (fg, bg) in colours.items():
+        hi, lo = sorted((_luminance(fg), _luminance(bg)), reverse=True)
+        assert (hi + 0.05) / (lo + 0.05) >= 4.5, word
+    assert violations == [], json.dumps(violations, indent=1)

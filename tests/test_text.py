@@ -431,3 +431,74 @@ def test_bundled_examples_of_each_kind_give_the_readme_alt_texts(cap):
     readme = (ROOT / "docs" / "usage.md").read_text()
     for name, c in got.items():   # docs/usage.md shows each one's real output
         assert f"src/captioner/examples/{name}.png\t{c.alt_text}" in readme, (name, c.alt_text)
+
+
+# ------------------------------------------------------------------ titles, on figures and pages made by others
+
+TITLES = ROOT / "tests" / "fixtures" / "titles"    # origins and licences: README.md there
+
+
+@pytest.fixture(scope="module")
+def reader():
+    from captioner.knowledge.ocr import TextReader
+
+    return TextReader()
+
+
+def read_fixture(reader, name):
+    return reader.read(Image.open(TITLES / name).convert("RGB"))
+
+
+@pytest.mark.parametrize("name, title", [
+    # a title set on two centred lines, kept whole (the second line alone was taken)
+    ("plot_rfe_with_cross_validation_001.png", "Recursive Feature Elimination with correlated features"),
+    # the legend's heading "true class", in larger type, is inside the plot: not the title
+    ("plot_isolation_forest_001.png", "Gaussian inliers with uniformly distributed outliers"),
+    # legend entries ("virginica", "class 1") in type as large as the title's: never the title
+    ("plot_sgd_iris_001.png", "Decision surface of multi-class SGD"),
+    ("plot_voting_probas_001.png", "Class probabilities for sample 1 by different classifiers"),
+    # a legend right under the title, left-aligned with it: the title stays
+    ("plot_robust_vs_empirical_covariance_001.png", "Influence of outliers on the location estimation"),
+    # no title at all: none of the five legend entries ("No shrinkage", ...) is taken for one
+    ("plot_gradient_boosting_regularization_001.png", None),
+])
+def test_chart_titles_on_real_figures(reader, name, title):
+    """scikit-learn's documentation figures, read by the OCR: the title is kept whole, and a legend's
+    entries are never the title."""
+    text = read_fixture(reader, name)
+    alt = alttext.compose("a man is standing", True, 0.9, [], kind="chart", text=text, chart_type="line")
+    assert alt == (f"Line chart: {title}." if title else "Line chart."), [l.text for l in text.lines][:8]
+
+
+@pytest.mark.parametrize("name, starts, never", [
+    # the running header "Chapter 1: Introduction", beside its page number, is not the title
+    ("nettle_manual_p6.png", "Document: 1 Introduction. Nettle is a cryptographic library", "Chapter 1"),
+    # the running header "Shared MIME-info Database", right-aligned at the top, is not the title
+    ("shared_mime_info_spec_p4.png", "Document: 2.2. The source XML files. Each application provides", "Shared MIME"),
+    # no heading on the page: the first line of its text, not the header over it
+    ("shared_mime_info_spec_p9.png", "Document: The file starts with the magic string", "Shared MIME"),
+    # a bullet list first: no bullet line is the title ("• SET;" was)
+    ("libtasn1_manual_p6.png", "Document: This version doesn't handle the REAL type.", "Chapter 2"),
+])
+def test_page_titles_on_real_pages(reader, name, starts, never):
+    """Pages of Debian's PDF manuals, rendered at 100 dpi and read by the OCR: a running header, a page
+    number or a bullet line is never the title, and no header or page number is in the opening words."""
+    text = read_fixture(reader, name)
+    alt = alttext.compose("a man is standing", True, 0.9, [], kind="document", text=text, limit=1000)
+    assert alt.startswith(starts) and never not in alt, alt[:200]
+
+
+def test_fragments_on_one_baseline_are_joined_and_a_legend_is_not():
+    """The geometry under the title rules: the detector's pieces of one wide line of type are joined
+    left to right; entries apart by a colour swatch, another size or another baseline are not."""
+    from captioner.knowledge.ocr import join_fragments, joined
+
+    pieces = [line("museum per day", 330, 20, 190, 24), line("Visitors to the", 120, 21, 198, 24),
+              line("Actual", 30, 80, 60, 20), line("Target", 30, 104, 62, 20),
+              line("North", 600, 22, 60, 20), line("10", 700, 26, 12, 10)]
+    rows = [joined(g).text for g in join_fragments(pieces)]
+    assert rows[0] == "Visitors to the museum per day"
+    assert "North" in rows and "10" in rows and "Actual" in rows and "Target" in rows
+    text = ImageText(pieces, 800, 600)
+    assert alttext.compose("", True, 0.9, [], kind="chart", text=text, chart_type="bar") == \
+        "Bar chart: Visitors to the museum per day."

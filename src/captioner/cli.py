@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -89,8 +90,10 @@ def _print_record(rec: dict, args, many: bool, beams=None) -> None:
 
 
 def _caption_library(args, paths: list[str]) -> int:
-    """A library run (library.py): results file, metadata, report, Ray."""
-    from captioner.library.run import LibraryJob, caption_library, describe
+    """A library run: results file, metadata, report, Ray.  Each problem is named on stderr as it is
+    met, and the first ones again at the end of a run with many.  Exit status 1 if a photo failed
+    or its metadata, asked for, was not written."""
+    from captioner.library.run import LISTED, LibraryJob, caption_library, describe
 
     if args.attention_dir or args.n_best > 1:
         raise ValueError("--attention-dir and --n-best work without --output, --write-metadata, --html "
@@ -98,13 +101,21 @@ def _caption_library(args, paths: list[str]) -> int:
     job = LibraryJob(paths, args.output, _model_args(args), args.batch_size, args.workers, args.write_metadata,
                      args.overwrite_metadata, args.retry_errors, args.html, args.engine, args.ray_address,
                      args.ray_cpus, args.ray_workers, args.num_gpus_per_worker)
-    summary = caption_library(job)
+    summary = caption_library(job, report=lambda line: print(f"captioner: error: {line}", file=sys.stderr,
+                                                               flush=True))
     if summary.repaired:
         print(f"captioner: {args.output}: {summary.repaired}", file=sys.stderr)
     for rec in summary.records:
-        _print_record(rec, args, len(paths) > 1)
-    print(f"captioner: {describe(summary, args.output)}", file=sys.stderr)
-    return 1 if summary.failed else 0
+        if "error" not in rec or args.format == "jsonl":   # failures were named on stderr already
+            _print_record(rec, args, len(paths) > 1)
+    n_problems = summary.failed + summary.metadata_failed
+    if n_problems > 3:   # the lines above scrolled away in a long run: the first ones again
+        more = f" (the first {len(summary.problems)})" if n_problems > len(summary.problems) else ""
+        print(f"captioner: {n_problems} problems{more}:", file=sys.stderr)
+        for line in summary.problems[:LISTED]:
+            print(f"  {line}", file=sys.stderr)
+    print(f"captioner: {describe(summary, args.output, args.write_metadata)}", file=sys.stderr)
+    return 1 if summary.failed or summary.metadata_failed else 0
 
 
 def _write_metadata(args) -> int:
@@ -182,8 +193,11 @@ def _fill(args) -> int:
 def _model_arguments(p) -> None:
     """The model flags ``caption`` and ``fill`` share."""
     runtime.add_model_argument(p)
-    p.add_argument("--beam-size", type=int, default=3, help="beam size (1 = greedy)")
-    p.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY, help="beam score = logP / length**this")
+    p.add_argument("--beam-size", type=int, default=3,
+                   help="candidate captions weighed at once (1: the likeliest word at each step; larger is slower)")
+    p.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY,
+                   help="higher favours longer captions (a candidate's score is its log-probability divided by "
+                        "its length to this power)")
 
 
 def _app_arguments(p):
@@ -233,6 +247,20 @@ def _needs_torch(command: str) -> int:
     return 2
 
 
+def _pipe_closed() -> int:
+    """The reader of our output went away (``captioner caption photos/ | head -1``): stop quietly, as
+    Unix tools do, with no traceback.  The Python docs' recipe ("Note on SIGPIPE"): point stdout (and
+    stderr, which may be the same pipe) at /dev/null so that Python's own flush at exit cannot fail
+    again; exit status 1, as the recipe and most Python command-line tools give."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):   # a stream without a file descriptor (replaced by a caller)
+            pass
+    return 1
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # the training and serving commands import their modules only when they are the command asked
@@ -243,7 +271,9 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("caption", help="caption images (files, folders, globs)",
-                       description="Print a caption for each image. Exit status 1 if any input failed.")
+                       description="Print the recommended alt text of each image: one line each (with several "
+                                   "images, the path, a tab, then the text). Exit status 1 if any image failed, or "
+                                   "(--write-metadata) its metadata could not be written.")
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="image files, folders (walked recursively for .jpg .jpeg .png .bmp .gif .webp .tif .tiff, "
                         "any case; hidden names skipped) or glob patterns")
@@ -264,11 +294,12 @@ def main(argv=None) -> int:
     runtime.add_arguments(p)
     p.add_argument("--attention-dir", default=None, help="save an attention map PNG per image into this folder")
     wording.add_arguments(p)
-    g = p.add_argument_group("photo libraries (library.py)")
+    g = p.add_argument_group("photo libraries: a results file, metadata, a review page")
     g.add_argument("--output", default=None, metavar="FILE",
                    help="append one record per photo to FILE (.jsonl, or .parquet: a folder of parts), flushed per "
                         "batch; a rerun skips the photos already there")
-    g.add_argument("--retry-errors", action="store_true", help="with --output: caption again the photos that failed")
+    g.add_argument("--retry-errors", action="store_true",
+                   help="with --output: caption again the photos that failed in an earlier run")
     g.add_argument("--write-metadata", choices=["sidecar", "embed"], default=None,
                    help="write the alt text (IPTC Alt Text, dc:description) into PHOTO.xmp beside each photo, or "
                         "into the photo itself (also EXIF ImageDescription); needs exiftool")
@@ -277,19 +308,21 @@ def main(argv=None) -> int:
     g.add_argument("--html", default=None, metavar="FILE",
                    help="write a review page: thumbnails with alt text, caption, confidence, flags; doubtful first")
     g.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="local: this process; ray: Ray Data actors (pip install -e \".[ray]\"), needs --output")
+                   help="local: this computer, this process; ray: spread over a Ray cluster "
+                        "(pip install 'captioner[ray]'), needs --output")
     g.add_argument("--ray-address", default=None,
                    help="an existing Ray cluster (auto, or ray://HOST:10001); default: start a local one")
     g.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray (default: all of this machine's)")
     g.add_argument("--ray-workers", type=int, default=None,
-                   help="actors in the pool, each with the model loaded once (default: one per CPU, or per GPU share)")
+                   help="copies of the model working at once, each loaded once (default: one per CPU, or per "
+                        "share of a GPU)")
     g.add_argument("--num-gpus-per-worker", type=float, default=0.0,
-                   help="GPUs per Ray actor (e.g. 1, or 0.5 to share one GPU between two actors)")
+                   help="GPUs for each copy of the model (e.g. 1, or 0.5 to share one GPU between two)")
     p.set_defaults(func=_caption)
 
     p = sub.add_parser("export", help="a library run's final captions (or the review decisions) as CSV / JSON lines",
                        description="The final alt text of each photo of a results file: a person's decision where "
-                                   "there is one (library/decisions.py), else the machine's.")
+                                   "there is one (from captioner review), else the machine's.")
     p.add_argument("results", help="a results file of a library run (.jsonl or .parquet)")
     p.add_argument("--out", required=True, help="the file to write (.csv or .jsonl)")
     p.add_argument("--reviewed", action="store_true",
@@ -394,7 +427,11 @@ def main(argv=None) -> int:
 
     args = ap.parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()   # a reader that went away shows here, not in Python's flush at exit
+        return code
+    except BrokenPipeError:
+        return _pipe_closed()
     except KeyboardInterrupt:
         print("captioner: interrupted", file=sys.stderr)
         return 130

@@ -103,10 +103,161 @@ def _top(line) -> int:
     return min(p[1] for p in line.box)
 
 
+def _left(line) -> int:
+    return min(p[0] for p in line.box)
+
+
+def _bottom(line) -> int:
+    return max(p[1] for p in line.box)
+
+
+def _centre(line) -> float:
+    xs = [p[0] for p in line.box]
+    return (min(xs) + max(xs)) / 2
+
+
+SAME_SIZE = 0.85   # boxes within 15 % of one height are one size of type: a line with descenders ("y", "p") has a taller box
+
+
+def _tallest(cands: list):
+    """The line of the largest type; where several are of that size, the first in reading order: the
+    topmost, or the leftmost of those on the topmost's row (the titles of plots side by side)."""
+    if not cands:
+        return None
+    tallest = max(l.height for l in cands)
+    tied = [l for l in cands if l.height >= SAME_SIZE * tallest]
+    first = min(tied, key=_top)
+    return min((l for l in tied if _top(l) <= _top(first) + 0.5 * first.height), key=_left)
+
+
+def legend_entries(lines: list) -> set[int]:
+    """The ``id``s of the lines that are a legend's entries: lines of one size stacked close one under
+    the next (less than half a line apart: a title has more space under it) with their left edges
+    aligned (each beside its colour swatch) - three or more, or two whose centres differ (a title set
+    on two lines is centred, a legend's entries are not)."""
+    rows = [l for l in lines if not l.vertical and _words(l)]
+    parent = {id(l): id(l) for l in rows}
+
+    def root(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for a in rows:
+        for b in rows:
+            h = max(a.height, b.height)
+            if (a is not b and min(a.height, b.height) >= 0.8 * h and abs(_left(a) - _left(b)) <= 0.5 * h
+                    and -0.2 * h <= _top(b) - _bottom(a) <= 0.4 * h):
+                parent[root(id(a))] = root(id(b))
+    stacks: dict[int, list] = {}
+    for l in rows:
+        stacks.setdefault(root(id(l)), []).append(l)
+    out = set()
+    for stack in stacks.values():
+        if len(stack) >= 3 or (len(stack) == 2 and abs(_centre(stack[0]) - _centre(stack[1]))
+                                > 0.5 * max(l.height for l in stack)):
+            out |= {id(l) for l in stack}
+    return out
+
+
+def plot_top(lines: list) -> int | None:
+    """Where a chart's plot begins: the top of the highest value on a y axis - three or more numbers
+    stacked one above the other with their right edges aligned - or None where there is no such axis
+    (a pie).  A title is set above the plot; what begins below that is inside it (a legend, labels)."""
+    nums = [l for l in lines if not l.vertical and _NUMBER.match(l.text)]
+    tops = []
+    for a in nums:
+        column = [b for b in nums if abs(_right(b) - _right(a)) <= 0.5 * max(a.height, b.height)]
+        if len({_top(b) // max(a.height, 1) for b in column}) >= 3:
+            tops.append(min(_top(b) for b in column))
+    return min(tops, default=None)
+
+
 def title_line(lines: list, height: int, top_share: float = 0.34):
-    """The tallest horizontal line with words in the top ``top_share`` of the image (first if tied)."""
-    cands = [l for l in lines if _words(l) and not l.vertical and _top(l) <= top_share * max(height, 1)]
-    return max(cands, key=lambda l: l.height, default=None) if cands else None
+    """A chart's title: among the lines with words in the top ``top_share`` of the image and above the
+    plot (``plot_top``), fragments on one baseline joined first (``ocr.join_fragments``: a title as
+    wide as the plot is read in pieces), a legend's entries left out (``legend_entries``), the one of
+    the largest type (the first where several are of that size), with the line over or under it where
+    the title is set on two centred lines."""
+    from captioner.knowledge.ocr import join_fragments, joined
+
+    rows = [joined(g) for g in join_fragments(list(lines))]
+    plot = plot_top(rows)
+    legend = legend_entries(rows)
+    cands = [l for l in rows if _words(l) and sum(c.isalpha() for c in l.text) >= 3 and not l.vertical
+             and id(l) not in legend and _top(l) <= top_share * max(height, 1) and (plot is None or _top(l) < plot)]
+    title = _tallest(cands)
+    if title is None:
+        return None
+
+    def next_line(a, b):   # b the second line of a title a begins: one size, centred, close under it
+        return (b is not a and min(a.height, b.height) >= SAME_SIZE * max(a.height, b.height)
+                and -0.3 * a.height <= _top(b) - _bottom(a) <= 0.8 * a.height
+                and abs(_centre(a) - _centre(b)) <= a.height)
+
+    over = [l for l in cands if next_line(l, title)]
+    under = [l for l in cands if next_line(title, l)]
+    if over:
+        return _stacked(max(over, key=_top), title)
+    if under:
+        return _stacked(title, min(under, key=_top))
+    return title
+
+
+def _right(line) -> int:
+    return max(p[0] for p in line.box)
+
+
+def _stacked(first, second):
+    """A title set on two lines, as one line."""
+    from captioner.knowledge.ocr import TextLine
+
+    x0, x1 = min(_left(first), _left(second)), max(_right(first), _right(second))
+    return TextLine(first.text + " " + second.text, min(first.confidence, second.confidence),
+                    [[x0, _top(first)], [x1, _top(first)], [x1, _bottom(second)], [x0, _bottom(second)]])
+
+
+_BULLET_MARKS = set("•·◦▪▫■□●○‣⁃∙–—-*+>»")
+_NUMBERED = re.compile(r"^\(?(\d{1,3}|[a-zA-Z]|[ivxIVX]{1,4})[.)]\s")
+_ROMAN = r"(?=[ivxlc])c{0,3}(xc|xl|l?x{0,3})(ix|iv|v?i{0,3})"     # a well-formed numeral: not "civil"
+_PAGE_NUMBER = re.compile(rf"^[\W_]*([Pp]age\s*)?(\d{{1,4}}|{_ROMAN}|{_ROMAN.upper()})(\s*(of|/)\s*\d{{1,4}})?[\W_]*$")
+
+
+def _body_height(lines: list) -> float:
+    """The height of the body text: the median height of the horizontal lines with words."""
+    hs = sorted(l.height for l in lines if _words(l) and not l.vertical)
+    return hs[len(hs) // 2] if hs else 0
+
+
+def page_furniture(line, lines: list, height: int, body: float | None = None) -> str | None:
+    """Why ``line`` of a page is never its title, or None: "page number" (a number alone, "Page 3",
+    "3 of 10"), "running header" (small type at the very top, set apart from the text under it),
+    "bullet" (a list item: a bullet mark, or a number or letter with "." or ")" in the body's type -
+    a larger "1. Introduction" is a heading)."""
+    text = line.text.strip()
+    body = _body_height(lines) if body is None else body
+    if _PAGE_NUMBER.match(text):
+        return "page number"
+    if text[:1] in _BULLET_MARKS:
+        return "bullet"
+    if _NUMBERED.match(text) and line.height <= 1.1 * body:
+        return "bullet"
+    # a page's top margin is about a tenth of it (an inch of eleven); a header there is set in the
+    # body's type or smaller (a title is larger), with space under it, and is smaller still, or shares
+    # its row with the page number, or stands off the text's left edge (right-aligned or centred)
+    if _bottom(line) <= 0.1 * height and line.height <= 1.25 * body:
+        below = [l for l in lines if _top(l) >= _bottom(line)]
+        nxt = min(below, key=_top, default=None)
+        if nxt is None or _top(nxt) - _bottom(line) >= 0.5 * line.height:
+            from captioner.knowledge.ocr import same_row
+
+            lefts = sorted(_left(l) for l in lines if _words(l) and not l.vertical)
+            margin = lefts[len(lefts) // 5] if lefts else 0
+            numbered = any(l is not line and same_row(l, line, 0.5) and _PAGE_NUMBER.match(l.text.strip())
+                           for l in lines)
+            if line.height < 0.9 * body or numbered or _left(line) > margin + 2 * line.height:
+                return "running header"
+    return None
 
 
 def prominent_line(lines: list):
@@ -135,9 +286,36 @@ def _non_photo(kind, lines, text, tags, chart_type) -> str:
     if kind == "screenshot":
         first = prominent_line(lines) or lines[0]
         return "Screenshot: " + _join(first.text, [l for l in lines if l is not first])
-    first = title_line(lines, text.height) or lines[0]
-    after = lines[lines.index(first) + 1:]
+    first, after = page_title(lines, text.height)
     return "Document: " + _join(first.text, after)
+
+
+def page_title(lines: list, height: int, top_share: float = 0.34):
+    """A page's title and the lines after it: the line of the largest type with words in the top
+    ``top_share`` (fragments on one baseline joined; the topmost where several are of that size),
+    never a running header, a page number or a list item (``page_furniture``); where there is none,
+    the first line that is none of those.  -> (the title line, the lines that follow it but a running
+    header or a page number)."""
+    from captioner.knowledge.ocr import join_fragments, joined
+
+    body = _body_height(lines)
+    groups = [g for g in join_fragments(list(lines))
+              if not any(page_furniture(l, lines, height, body) for l in g)]
+    rows = [(joined(g), g) for g in groups]
+    cands = [(l, g) for l, g in rows if _words(l) and not l.vertical and _top(l) <= top_share * max(height, 1)]
+    best = _tallest([l for l, _ in cands])
+    if best is not None:
+        first, parts = next((l, g) for l, g in cands if l is best)
+    elif rows:
+        first, parts = next(((l, g) for l, g in rows if _words(l)), rows[0])
+    else:
+        return lines[0], lines[1:]
+    last = max(lines.index(p) for p in parts)
+    skip = {id(p) for p in parts}
+    # a list may open the text; a header or page number is no part of it
+    after = [l for l in lines[last + 1:] if id(l) not in skip
+             and page_furniture(l, lines, height, body) in (None, "bullet")]
+    return first, after
 
 
 def long_description(kind: str | None, text, chart_type: str | None = None) -> str:

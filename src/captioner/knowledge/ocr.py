@@ -132,6 +132,61 @@ def reading_order(lines: list[TextLine]) -> list[TextLine]:
     return [l for row in rows for l in sorted(row, key=lambda l: min(p[0] for p in l.box))]
 
 
+def _extent(line: TextLine) -> tuple[int, int, int, int]:
+    xs = [p[0] for p in line.box]
+    ys = [p[1] for p in line.box]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def same_row(a: TextLine, b: TextLine, height_ratio: float = 0.75) -> bool:
+    """Two horizontal lines of one size on one baseline: their vertical extents overlap by most of
+    the smaller one, and the smaller is at least ``height_ratio`` of the larger."""
+    _, at, _, ab = _extent(a)
+    _, bt, _, bb = _extent(b)
+    ha, hb = ab - at, bb - bt
+    if min(ha, hb) <= 0 or min(ha, hb) < height_ratio * max(ha, hb):
+        return False
+    return min(ab, bb) - max(at, bt) >= 0.6 * min(ha, hb)
+
+
+def join_fragments(lines: list[TextLine], max_gap: float = 1.0) -> list[list[TextLine]]:
+    """The lines of type the detector read as several boxes, grouped: a title as wide as a chart's
+    plot comes back as "Visitors to the", "museum per day".  Horizontal lines on one baseline
+    (``same_row``) whose gap is at most ``max_gap`` times their height (a word space is about a
+    third of it; a legend's entries, apart by a colour swatch, are further) form one group, left to
+    right; every other line is a group of its own.  -> the groups in the reading order of their
+    first fragments (``joined`` makes one line of a group)."""
+    groups: list[list[TextLine]] = []
+    for line in sorted(lines, key=lambda l: _extent(l)[0]):
+        if not line.vertical:
+            x0 = _extent(line)[0]
+            for g in groups:
+                last = g[-1]
+                lx1 = _extent(last)[2]
+                if not last.vertical and same_row(last, line) and -0.5 * line.height <= x0 - lx1 <= max_gap * max(line.height, last.height):
+                    g.append(line)
+                    break
+            else:
+                groups.append([line])
+        else:
+            groups.append([line])
+    order = {id(l): i for i, l in enumerate(reading_order([g[0] for g in groups]))}
+    return sorted(groups, key=lambda g: order[id(g[0])])
+
+
+def joined(group: list[TextLine]) -> TextLine:
+    """One line of a group of fragments (``join_fragments``): their texts left to right, the lowest
+    confidence, the box round them all."""
+    if len(group) == 1:
+        return group[0]
+    x0 = min(_extent(l)[0] for l in group)
+    y0 = min(_extent(l)[1] for l in group)
+    x1 = max(_extent(l)[2] for l in group)
+    y1 = max(_extent(l)[3] for l in group)
+    return TextLine(" ".join(l.text for l in group), min(l.confidence for l in group),
+                    [[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+
+
 class TextReader:
     """One OCR engine, loaded on first use and reused.  ``threads``: ONNX Runtime threads (None:
     all cores)."""

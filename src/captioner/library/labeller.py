@@ -30,8 +30,10 @@ class Labeller:
             if self.writer is not None and "error" not in rec:
                 try:
                     rec.update(self.writer.write_record(rec))
-                except MetadataError as e:   # the photo's error record: retried with --retry-errors
-                    rec["error"] = str(e)
+                except MetadataError as e:
+                    # the caption stands (it is in the results); only the metadata failed, and
+                    # `captioner write-metadata RESULTS MODE` writes it again without captioning
+                    rec["metadata"] = {"status": "failed", "error": str(e)}
             out.append(rec)
         return out
 

@@ -47,6 +47,23 @@ def flags(rec: dict) -> list[str]:
     return out
 
 
+STATUS_WORDS = {"accept": "accepted", "edit": "edited", "decorative": "decorative"}
+
+
+def status(rec: dict, decision: dict | None = None) -> str:
+    """failed, pending, accepted, edited or decorative: the word a card shows (in its own colour,
+    ``serve/review_page/status.css``, shared with the review page)."""
+    if "error" in rec:
+        return "failed"
+    return STATUS_WORDS.get((decision or {}).get("action"), "pending")
+
+
+def _status_css() -> str:
+    from importlib import resources
+
+    return (resources.files("captioner.serve") / "review_page" / "status.css").read_text(encoding="utf-8")
+
+
 def _thumbnail(photo: str, folder: Path) -> str | None:
     """-> the thumbnail's file name in ``folder`` (made if missing or older than the photo), or None."""
     from captioner.images import ImageError, open_image
@@ -79,7 +96,7 @@ h1{font-size:1.4rem;margin:0 0 .3rem} .summary{margin:0 0 1rem;color:#555}
 .bar span{display:block;height:5px;border-radius:3px;background:#2e86c1}
 .flag{display:inline-block;font-size:.75rem;padding:.05rem .4rem;margin:0 .25rem .2rem 0;border-radius:10px;background:#fdebd0;color:#7e5109}
 .flag.error{background:#f5b7b1;color:#78281f}
-.decision{font-size:.85rem;background:#e8f3ea;color:#1b4d2a;border-radius:4px;padding:.2rem .4rem;overflow-wrap:anywhere}
+.decision{font-size:.85rem;background:#f4f4f4;color:#222;border-radius:4px;padding:.2rem .4rem;overflow-wrap:anywhere}
 .read{white-space:pre-wrap;font-size:.8rem;max-height:12rem;overflow:auto;background:#f4f4f4;padding:.3rem}
 """
 
@@ -105,7 +122,9 @@ def _card(rec: dict, thumbs: Path, page: Path, decision: dict | None = None) -> 
     href = Path(os.path.relpath(os.path.abspath(rec["image"]), page.parent.resolve())).as_posix()
     img = (f'<a href="{e(href)}"><img loading="lazy" src="{e(thumbs.name + "/" + thumb)}" alt="{e(rec.get("alt_text", ""))}"></a>'
            if thumb else '<div class="noimg">no preview</div>')
-    parts = [f'<div class="{cls}" data-image="{e(rec["image"])}">', img]
+    word = status(rec, decision)
+    parts = [f'<div class="{cls}" data-image="{e(rec["image"])}">', img,
+             f'<div><span class="status status-{word}">{word}</span></div>']
     if decision is not None:
         parts.append(f'<div class="decision">{e(_decision(decision))}</div>')
     if "error" in rec:
@@ -124,6 +143,8 @@ def _card(rec: dict, thumbs: Path, page: Path, decision: dict | None = None) -> 
                      f'{e(rec.get("long_description") or read)}</pre></details>')
     if rec.get("text_error"):
         parts.append(f'<div class="cap">text not read: {e(rec["text_error"])}</div>')
+    if (rec.get("metadata") or {}).get("status") == "failed":
+        parts.append(f'<div class="cap">metadata not written: {e(rec["metadata"].get("error", ""))}</div>')
     conf = rec.get("confidence")
     if conf is not None:
         parts.append(f'<div class="conf">confidence {conf:.2f}<div class="bar"><span style="width:{100 * conf:.0f}%">'
@@ -151,7 +172,7 @@ def write_report(records: list[dict], out, decisions: dict[str, dict] | None = N
     body = "\n".join(_card(r, thumbs, out, decisions.get(r["image"])) for r in recs)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>captioner review: {len(recs)} photos</title><style>{CSS}</style></head>
+<title>captioner review: {len(recs)} photos</title><style>{CSS}{_status_css()}</style></head>
 <body><main><h1>captioner review: {len(recs)} photos</h1>
 <p class="summary">{n_err} failed, {n_ood} out of domain, {n_low} with confidence below {LOW_CONFIDENCE};
 most doubtful first{f"; {n_rev} reviewed by a person" if decisions else ""}. Click a thumbnail for the photo.</p>

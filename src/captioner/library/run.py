@@ -36,18 +36,38 @@ class LibraryJob:
     progress: bool | None = None          # None: a bar when stderr is a terminal
 
 
+LISTED = 10   # problems the summary keeps, to repeat at the end of a long run
+
+
 @dataclass
 class Summary:
     total: int = 0            # paths asked for
     skipped: int = 0          # already in the results file
-    captioned: int = 0
-    failed: int = 0
+    captioned: int = 0        # metadata failures included: their caption is in the results
+    failed: int = 0           # not captioned
+    metadata_failed: int = 0  # captioned, but the metadata asked for was not written
     repaired: str = ""        # what opening the results file had to mend
     records: list = field(default_factory=list)   # this run's records when there is no results file
+    problems: list = field(default_factory=list)  # the first LISTED problems(), in the order met
 
 
-def caption_library(job: LibraryJob) -> Summary:
-    """Caption ``job.paths`` into ``job.output``, skipping what is already there -> a summary."""
+def problems(rec: dict) -> list[str]:
+    """What went wrong with one record, each as one line naming the photo: a failed caption
+    ("PATH: why"), or a captioned photo whose metadata was not written ("captioned, metadata not
+    written: PATH: why")."""
+    if "error" in rec:
+        return [rec["error"] if rec["error"].startswith(rec["image"]) else f"{rec['image']}: {rec['error']}"]
+    meta = rec.get("metadata") or {}
+    if meta.get("status") == "failed":
+        why = meta.get("error") or "unknown error"
+        why = why[len(rec["image"]) + 2:] if why.startswith(rec["image"] + ": ") else why
+        return [f"captioned, metadata not written: {rec['image']}: {why}"]
+    return []
+
+
+def caption_library(job: LibraryJob, report=None) -> Summary:
+    """Caption ``job.paths`` into ``job.output``, skipping what is already there -> a summary.
+    ``report``: called with each ``problems()`` line as it is met (the command line prints them)."""
     from tqdm import tqdm
 
     if job.engine not in ("local", "ray"):
@@ -80,6 +100,13 @@ def caption_library(job: LibraryJob) -> Summary:
             failed = sum("error" in r for r in recs)
             summary.failed += failed
             summary.captioned += len(recs) - failed
+            summary.metadata_failed += sum((r.get("metadata") or {}).get("status") == "failed" for r in recs)
+            for line in (line for r in recs for line in problems(r)):
+                if len(summary.problems) < LISTED:
+                    summary.problems.append(line)
+                if report is not None:
+                    with tqdm.external_write_mode(file=sys.stderr):   # above the bar, not through it
+                        report(line)
             bar.update(len(recs))
         bar.close()
         if job.html:
@@ -156,13 +183,19 @@ def metadata_from_results(results: str, mode: str, overwrite: bool = False, prog
     return {"photos": len(recs), **counts, "failures": failures}
 
 
-def describe(summary: Summary, output: str | None) -> str:
-    """One line for the terminal."""
+def describe(summary: Summary, output: str | None, metadata: str | None = None) -> str:
+    """One line for the terminal: "21 photos: 20 captioned (1 with metadata not written), 1 failed"."""
     where = f" in {output}" if output else ""
-    parts = [f"{summary.captioned} captioned", f"{summary.failed} failed"]
+    captioned = f"{summary.captioned} captioned"
+    if summary.metadata_failed:
+        captioned += f" ({summary.metadata_failed} with metadata not written)"
+    parts = [captioned, f"{summary.failed} failed"]
     if summary.skipped:
         parts.append(f"{summary.skipped} already{where}, skipped")
-    return f"{summary.total} photos: " + ", ".join(parts)
+    line = f"{summary.total} photos: " + ", ".join(parts)
+    if summary.metadata_failed and output and metadata:
+        line += f"; write the missing metadata again with: captioner write-metadata {output} {metadata}"
+    return line
 
 
 def resolve_inputs(paths: list[str], from_list: str | None) -> list[str]:

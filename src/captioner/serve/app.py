@@ -1,8 +1,9 @@
 """The Streamlit app: ``captioner app [--port N] [--model CKPT] [--examples DIR]``.
 
-Upload photos, take one with the camera, or pick an example; read the caption, the top beams
-with their scores, where the model looked for each word, what kind of image it is and the text
-read in it (boxes drawn over the image) with its long description.  The model is loaded once per
+Upload photos, take one with the camera, or pick an example; read the recommended alt text (the
+headline), the model's own caption and its top beams with their scores, what kind of image it is and
+the text read in it (boxes drawn over a copy of the image) with its long description, and - on
+request - where the model looked for each word.  The model is loaded once per
 server process (``st.cache_resource``).  Run directly with
 ``streamlit run src/captioner/app.py -- --model CKPT --examples DIR``.
 """
@@ -22,6 +23,7 @@ from captioner.api import Captioner
 from captioner.images import IMAGE_SUFFIXES, ImageError, open_image
 from captioner.info import model_card
 from captioner.attention import attention_overlay
+from captioner.knowledge.alttext import sentence
 
 BUNDLED_EXAMPLES = Path(__file__).parent.parent / "examples"  # public-domain / CC0 photos, see LICENSES.txt
 UPLOAD_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES)
@@ -102,7 +104,7 @@ def show_knowledge(result) -> None:
         st.warning("Out of domain: this image is unlike the photos the model learned from, so the "
                    "caption is likely wrong. The alt text below does not use it.")
     st.metric("Confidence that the caption is acceptable", f"{result.confidence:.0%}")
-    st.markdown("**Recommended alt text**")
+    st.markdown("**Recommended alt text, to copy**")
     st.code(result.alt_text, language=None, wrap_lines=True)  # with a copy button
     if result.guided:
         note(f"Guided caption: the ImageNet tag asked for the word “{result.guided}”.")
@@ -117,7 +119,13 @@ def note(text: str, where=None) -> None:
 
 
 def show_result(key: str, name: str, img, result, seconds: float, show_attention: bool):
-    st.subheader(result.text.capitalize() + ".")
+    """The recommended alt text as the headline; the model's own caption only as a labelled detail
+    (for a chart or a page, or out of domain, the alt text does not use it); the photo as it is, with
+    the text read boxed and the attention maps only on request."""
+    st.markdown("**Recommended alt text**")
+    st.subheader(result.alt_text or "(empty)")
+    used = result.text.strip().rstrip(".").lower() in result.alt_text.lower()
+    note(f"The model's caption{'' if used else ' (not used in the alt text)'}: {sentence(result.text)}")
     left, right = st.columns([3, 2])
     with right:
         show_knowledge(result)
@@ -127,11 +135,12 @@ def show_result(key: str, name: str, img, result, seconds: float, show_attention
             st.markdown("**Top beams**")
             st.table([{"caption": t, "score": round(s, 3)} for t, s in result.beams])
     with left:
+        st.image(img, width="stretch", alt=result.alt_text)
         if result.image_text:
-            st.image(text_boxes(img, result.image_text), width="stretch",
-                     alt=f"{result.alt_text} The {len(result.image_text.lines)} lines of text read are boxed.")
-            note(f"{len(result.image_text.lines)} lines of text read")
-        elif show_attention and result.attention is not None and result.words:
+            with st.expander(f"Where the text was read ({len(result.image_text.lines)} lines, boxed)"):
+                st.image(text_boxes(img, result.image_text), width="stretch",
+                         alt=f"{result.alt_text} The {len(result.image_text.lines)} lines of text read are boxed.")
+        if show_attention and result.attention is not None and result.words:
             # a slider over word positions: repeated words ("a ... a") stay distinct choices
             word_i = st.select_slider("Where the model looked for each word", options=list(range(len(result.words))),
                                       value=0, format_func=lambda i: result.words[i], key=f"word-{key}")
@@ -144,8 +153,6 @@ def show_result(key: str, name: str, img, result, seconds: float, show_attention
                     cols[i % 6].image(attention_overlay(img, result.attention[i]), width="stretch",
                                       alt=f"Where the model looked for the word “{w}”")
                     note(w, cols[i % 6])
-        else:
-            st.image(img, width="stretch", alt=result.alt_text)
 
 
 def main(argv=None):
@@ -161,7 +168,8 @@ def main(argv=None):
     with st.sidebar:
         beam_size = st.slider("Beam size", 1, 5, 3, help="1 = greedy; larger looks at more candidate sentences")
         n_best = min(st.slider("Beams shown", 1, 5, 3, help="at most the beam size"), beam_size)
-        show_attention = st.toggle("Attention maps", value=True)
+        show_attention = st.toggle("Attention maps", value=False,
+                                   help="where the model looked for each word of its caption, over the photo")
         read_text = st.selectbox("Read text", ["auto", "always", "never"], key="read_text",
                                  help="auto: screenshots, documents, charts and drawings; always: photos too")
         neutral = st.toggle("Gender-neutral wording", value=False, help="person/child instead of man/woman/boy/girl")

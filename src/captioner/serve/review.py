@@ -49,7 +49,8 @@ from captioner.library.report import LOW_CONFIDENCE, flags
 
 PAGE_FILES = {"/": ("review.html", "text/html; charset=utf-8"),
               "/review.js": ("review.js", "text/javascript; charset=utf-8"),
-              "/review.css": ("review.css", "text/css; charset=utf-8")}
+              "/review.css": ("review.css", "text/css; charset=utf-8"),
+              "/status.css": ("status.css", "text/css; charset=utf-8")}
 PREVIEW = 1024          # longest side of a preview, px: enough to judge a caption, small enough to be quick
 COOKIE = "captioner_review_token"
 REINDEX_SECONDS = 2.0   # how often the results file is looked at for records a running job appended

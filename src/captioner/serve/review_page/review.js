@@ -5,7 +5,9 @@
 
 const LIMIT = 125;          // the alt-text guideline the edit field counts against
 const PAGE = 100;           // photos asked for at a time
-const MARK = {accept: "accepted", edit: "edited", decorative: "decorative"};
+// a photo's status, as a word and a colour (review.css: .status-WORD); the word is always shown,
+// so colour is never the only cue
+const STATUS = {accept: "accepted", edit: "edited", decorative: "decorative"};
 
 const state = {items: [], total: 0, cur: 0, photos: 0, reviewed: 0, filters: {kind: "", status: "", q: ""},
                busy: false, loading: null};
@@ -56,9 +58,15 @@ async function loadMore() {
   try { await state.loading; } finally { state.loading = null; }
 }
 
-function mark(item) {
+function statusOf(item) {
   if (item.error) return "failed";
-  return item.decision ? MARK[item.decision.action] : "";
+  return (item.decision && STATUS[item.decision.action]) || "pending";
+}
+
+function showStatus(el, item) {
+  const word = statusOf(item);
+  el.textContent = word;
+  el.className = `status status-${word}`;
 }
 
 function queueEntry(item, i) {
@@ -71,8 +79,7 @@ function queueEntry(item, i) {
   name.className = "name";
   name.textContent = item.name;
   const m = document.createElement("span");
-  m.className = "mark";
-  m.textContent = mark(item);
+  showStatus(m, item);
   b.append(name, m);
   li.appendChild(b);
   return li;
@@ -81,7 +88,7 @@ function queueEntry(item, i) {
 function updateEntry(i) {
   const b = $("queue").querySelector(`button[data-index="${i}"]`);
   if (!b) return;
-  b.querySelector(".mark").textContent = mark(state.items[i]);
+  showStatus(b.querySelector(".status"), state.items[i]);
   if (i === state.cur) b.setAttribute("aria-current", "true"); else b.removeAttribute("aria-current");
 }
 
@@ -148,6 +155,7 @@ function render() {
   $("confidence").textContent = item.confidence == null ? "unknown" : item.confidence.toFixed(2);
   $("tags").textContent = item.tags.length ? item.tags.join(", ") : "—";
   $("flags").textContent = item.flags.length ? item.flags.join(", ") : "none";
+  showStatus($("status-shown"), item);
   $("decision").textContent = describeDecision(item.decision);
   showUses(item);
   const read = item.long_description || item.text;
@@ -181,7 +189,7 @@ async function decide(action, text) {
     state.reviewed = r.reviewed;
     showProgress();
     updateEntry(state.cur);
-    say(`${action === "skip" ? "Skipped" : "Saved: " + MARK[action]} ${item.name}. ` +
+    say(`${action === "skip" ? "Skipped" : "Saved: " + STATUS[action]} ${item.name}. ` +
         `${state.reviewed.toLocaleString("en")} of ${state.photos.toLocaleString("en")} reviewed.`);
     await go(state.cur + 1);
   } catch (e) {
