@@ -29,34 +29,52 @@ KINDS = ("photo", "screenshot", "document", "chart", "drawing")
 QUANT = 16          # levels per channel when counting colours (16^3 bins)
 
 
-def colour_features(images: np.ndarray) -> np.ndarray:
-    """Images [B, 3, H, W] in [0, 1] -> [B, 12] colour statistics."""
-    x = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
-    b = x.shape[0]
+def colour_features(images: np.ndarray, mean=None, std=None) -> np.ndarray:
+    """Images [B, 3, H, W] in [0, 1] -> [B, 12] colour statistics (``colour_stats`` of each).  With
+    ``mean`` and ``std``, the images are the normalised arrays the encoder read, taken back to [0, 1]
+    plane by plane exactly as ``preprocess.to_pixels`` does (without a second copy of the batch)."""
+    x = np.asarray(images, dtype=np.float32)
+    return np.stack([colour_stats(im, mean, std) for im in x]) if len(x) else np.zeros((0, 12), np.float32)
+
+
+def colour_stats(image: np.ndarray, mean=None, std=None) -> np.ndarray:
+    """One image [3, H, W] in [0, 1] (or normalised, with ``mean`` and ``std``) -> its 12 colour statistics.
+
+    Computed image by image on [H, W] planes that stay in the cache, with the channel maximum,
+    minimum and mean taken element-wise rather than as reductions over the channel axis (numpy's
+    strided reductions made them the slowest part): the same float32 operations in the same order
+    as before, so the same numbers bit for bit (tests/test_parallel.py) and the kind model reads
+    exactly what it was trained on."""
+    x = np.asarray(image, dtype=np.float32)
+    if mean is not None:   # x * std + mean in float32, as to_pixels computes it
+        m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        x = np.stack([x[c] * s[c] + m[c] for c in range(3)])
+    x = np.clip(x, 0.0, 1.0, out=x if mean is not None else None)
+    r, g, b = x[0], x[1], x[2]
     q = np.minimum((x * QUANT).astype(np.int32), QUANT - 1)
-    codes = (q[:, 0] * QUANT + q[:, 1]) * QUANT + q[:, 2]                      # [B, H, W]
-    n = codes[0].size
-    out = np.zeros((b, 12), np.float32)
-    mx, mn = x.max(1), x.min(1)
+    codes = (q[0] * QUANT + q[1]) * QUANT + q[2]                               # [H, W]
+    n = codes.size
+    out = np.zeros(12, np.float32)
+    mx = np.maximum(np.maximum(r, g), b)
+    mn = np.minimum(np.minimum(r, g), b)
     sat = (mx - mn) / np.maximum(mx, 1e-6)
-    lum = x.mean(1)
-    gy = np.abs(np.diff(lum, axis=1))[:, :, :-1]
-    gx = np.abs(np.diff(lum, axis=2))[:, :-1, :]
+    lum = (r + g + b) / np.float32(3)       # x.mean(axis=0) in float32: ((r + g) + b) / 3
+    gy = np.abs(np.diff(lum, axis=0))[:, :-1]
+    gx = np.abs(np.diff(lum, axis=1))[:-1, :]
     grad = gx + gy
-    for i in range(b):
-        counts = np.sort(np.bincount(codes[i].ravel(), minlength=QUANT ** 3))[::-1]
-        out[i, 0] = counts[0] / n
-        out[i, 1] = counts[:4].sum() / n
-        out[i, 2] = counts[:16].sum() / n
-        out[i, 3] = np.log1p((counts > 0).sum()) / np.log(QUANT ** 3)
-    out[:, 4] = sat.reshape(b, -1).mean(1)
-    out[:, 5] = (sat < 0.08).reshape(b, -1).mean(1)                         # grey share
-    out[:, 6] = (mn > 0.92).reshape(b, -1).mean(1)                           # near white
-    out[:, 7] = (mx < 0.08).reshape(b, -1).mean(1)                           # near black
-    out[:, 8] = lum.reshape(b, -1).std(1)
-    out[:, 9] = (grad < 0.01).reshape(b, -1).mean(1)                         # flat
-    out[:, 10] = (grad > 0.25).reshape(b, -1).mean(1)                        # sharp edges
-    out[:, 11] = grad.reshape(b, -1).mean(1)
+    counts = np.sort(np.bincount(codes.ravel(), minlength=QUANT ** 3))[::-1]
+    out[0] = counts[0] / n
+    out[1] = counts[:4].sum() / n
+    out[2] = counts[:16].sum() / n
+    out[3] = np.log1p((counts > 0).sum()) / np.log(QUANT ** 3)
+    out[4] = sat.reshape(1, -1).mean(1)[0]
+    out[5] = (sat < 0.08).reshape(1, -1).mean(1)[0]                          # grey share
+    out[6] = (mn > 0.92).reshape(1, -1).mean(1)[0]                           # near white
+    out[7] = (mx < 0.08).reshape(1, -1).mean(1)[0]                           # near black
+    out[8] = lum.reshape(1, -1).std(1)[0]
+    out[9] = (grad < 0.01).reshape(1, -1).mean(1)[0]                         # flat
+    out[10] = (grad > 0.25).reshape(1, -1).mean(1)[0]                        # sharp edges
+    out[11] = grad.reshape(1, -1).mean(1)[0]
     return out
 
 
