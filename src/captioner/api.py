@@ -167,18 +167,20 @@ class Captioner:
         return self.model.preprocess
 
     def caption_tensors(self, x, beam_size: int | None = None, n_best: int = 1,
-                        gender_neutral: bool | None = None, max_chars: int | None = None) -> list[Caption]:
+                        gender_neutral: bool | None = None, max_chars: int | None = None,
+                        colour=None) -> list[Caption]:
         """Preprocessed images [B, 3, S, S] (numpy, or any array; or {size: array} for an ensemble of
         several input sizes) -> one Caption each, its kind decided; no text read yet (``caption`` and
-        ``caption_paths`` read it where it pays)."""
+        ``caption_paths`` read it where it pays).  ``colour``: the images' colour statistics where
+        they were computed already (``preprocess.decode_batch``)."""
         neutral = self.gender_neutral if gender_neutral is None else gender_neutral
         limit = self.max_chars if max_chars is None else _limit(max_chars)
-        out = self._caption_tensors(x, beam_size, n_best, neutral)
+        out = self._caption_tensors(x, beam_size, n_best, neutral, colour)
         for c in out:
             c.alt_text = self._compose(c, limit)
         return out
 
-    def _caption_tensors(self, x, beam_size, n_best, neutral) -> list[Caption]:
+    def _caption_tensors(self, x, beam_size, n_best, neutral, colour=None) -> list[Caption]:
         k = beam_size or self.beam_size
         inputs = self._inputs(x)
         grids = self._grids(inputs)
@@ -226,7 +228,8 @@ class Captioner:
             c.domain_distance = float(dist[i])
             c.confidence = float(conf[i]) if conf is not None else None
         if self.kinds is not None:   # from the pooled grid and the pixels already at hand
-            decided = self.kinds.decide(self.kinds.probs(pooled, self._colour(inputs)))
+            colour = self._colour(inputs) if colour is None else colour
+            decided = self.kinds.decide(self.kinds.probs(pooled, colour))
             for c, d in zip(out, decided):
                 c.kind, c.kind_probability, c.chart_type = d.name, d.probability, d.chart_type
         return out
@@ -303,6 +306,45 @@ class Captioner:
             for f in pending:
                 yield f.result()
 
+    def _device_batches(self, paths: list, batch_size: int, workers: int = 0):
+        """For a model on a GPU (torch back-end): yield (batch of (index, error or None), the readable
+        images' indices, {size: normalised images on the device}, their colour statistics).  Files are
+        decoded and resized in ``workers`` processes (default: all cores but this one's), a bounded
+        number of batches ahead, so the next batches are ready while the device runs this one; the
+        pixels travel as uint8, are copied from pinned memory and normalised on the device."""
+        import multiprocessing as mp
+        from collections import deque
+        from concurrent.futures import ProcessPoolExecutor
+
+        from captioner.parallel import cores
+        from captioner.preprocess import decode_batch
+
+        size, p = self.sizes[0], self.preprocess
+        n = workers if workers > 0 else max(cores() - 1, 1)
+        if len(paths) <= batch_size:   # one batch: decoding processes would only add their start
+            errors, pixels, colour = decode_batch(paths, size, p.mean, p.std)
+            batch = list(enumerate(errors))
+            yield (batch, [i for i, e in batch if e is None],
+                   {size: self.model.normalise(pixels)} if pixels is not None else None, colour)
+            return
+        with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
+            pending = deque()
+
+            def ready():
+                lo, fut = pending.popleft()
+                errors, pixels, colour = fut.result()
+                batch = [(lo + j, e) for j, e in enumerate(errors)]
+                idx = [i for i, e in batch if e is None]
+                x = {size: self.model.normalise(pixels)} if pixels is not None else None
+                return batch, idx, x, colour
+
+            for lo in range(0, len(paths), batch_size):
+                pending.append((lo, pool.submit(decode_batch, paths[lo:lo + batch_size], size, p.mean, p.std)))
+                if len(pending) > n + 1:
+                    yield ready()
+            while pending:
+                yield ready()
+
     def pooled_features(self, paths, batch_size: int = 32):
         """Yield (path, pooled encoder features [D] (numpy) or an error message): the encoder only,
         for calibration (``training/calibrate.py``)."""
@@ -367,8 +409,12 @@ class Captioner:
 
     def _caption_paths(self, paths: list, batch_size: int, workers: int, beam_size, n_best, read_text,
                        gender_neutral, max_chars, attention: bool):
-        for batch, idx, x in self._batches(paths, batch_size, workers):
-            results = dict(zip(idx, self.caption_tensors(x, beam_size, n_best, gender_neutral, max_chars))) if idx else {}
+        on_gpu = self.backend == "torch" and str(self.device).startswith("cuda") and len(self.sizes) == 1
+        batches = self._device_batches(paths, batch_size, workers) if on_gpu else (
+            (batch, idx, x, None) for batch, idx, x in self._batches(paths, batch_size, workers))
+        for batch, idx, x, colour in batches:
+            results = dict(zip(idx, self.caption_tensors(x, beam_size, n_best, gender_neutral, max_chars,
+                                                         colour))) if idx else {}
             for i, err in batch:
                 res = results.get(i, err)
                 if not attention and not isinstance(res, str):

@@ -175,7 +175,7 @@ def main(argv=None) -> int:
                         "in_domain, confidence, tags (or error)")
     p.add_argument("--caption-only", action="store_true",
                    help="text mode: print the model's caption instead of the recommended alt text")
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch")
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 16 on a CPU, 256 on a GPU)")
     p.add_argument("--processes", type=int, default=None,
                    help="captioning processes, each with the model loaded once (default: one per core this "
                         "command may use, as taskset or a container allows; one on a GPU)")
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
     # 0 by default: on 2 cores a decoding thread competes with the encoder (benchmarks/bench_inference.py)
     p.add_argument("--workers", type=int, default=0,
                    help="with one process: threads that open and preprocess the next batch while the model "
-                        "computes (0: none)")
+                        "computes (0: none); on a GPU, the processes that decode images for it (0: all other cores)")
     runtime.add_arguments(p)
     p.add_argument("--attention-dir", default=None, help="save an attention map PNG per image into this folder")
     wording.add_arguments(p)

@@ -44,11 +44,21 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+# images per batch: 16 on a CPU (larger batches gain nothing there; docs/speed.md), 256 on a GPU, whose
+# encoder needs hundreds of images a call to be busy (the issue's H200: 18,600 images/s at 1,024)
+CPU_BATCH, GPU_BATCH = 16, 256
+
+
 @dataclass(frozen=True)
 class Plan:
     processes: int      # captioning processes (1: this process captions, no pool)
     threads: int        # intra-op threads of each process's model
     cores: int          # the cores the plan was made for
+    gpu: bool = False   # one process owns a GPU; the other cores decode images for it
+
+    @property
+    def batch_size(self) -> int:
+        return GPU_BATCH if self.gpu else CPU_BATCH
 
     @property
     def pooled(self) -> bool:
@@ -65,7 +75,7 @@ def plan(processes: int | None = None, threads: int | None = None, device: str =
             raise ValueError(f"{name} {v}: give 0 (automatic) or a positive number")
     gpu = str(device or "cpu").lower().startswith(("cuda", "mps"))
     if gpu and not processes:
-        return Plan(1, threads or n, n)
+        return Plan(1, threads or n, n, gpu=True)
     if processes:
         return Plan(processes, threads or max(n // processes, 1), n)
     t = threads or 1
@@ -277,15 +287,17 @@ def plan_for(model: dict, processes: int | None = None, threads: int | None = No
     return plan(processes, threads, "cuda" if gpu else "cpu")
 
 
-def caption_paths(model: dict, paths, batch_size: int = 16, processes: int | None = None,
+def caption_paths(model: dict, paths, batch_size: int | None = None, processes: int | None = None,
                   threads: int | None = None, workers: int = 0, **opts):
     """The CLI's way in: yield (path, Caption or error message) in input order, from a pool of
     worker processes where the plan has several (the model is then never loaded here), else from a
-    model in this process with ``plan.threads`` threads (and ``workers`` decoding threads)."""
+    model in this process with ``plan.threads`` threads (and ``workers`` decoding threads, or on a
+    GPU decoding processes).  ``batch_size`` None: the plan's (16 on a CPU, 256 on a GPU)."""
     from captioner.api import Captioner
 
     paths = list(paths)
     p = plan_for(model, processes, threads)
+    batch_size = batch_size or p.batch_size
     if p.pooled and len(paths) > batch_size and not in_worker():
         with CaptionPool(model, p) as pool:
             yield from pool.caption_paths(paths, batch_size, **opts)
