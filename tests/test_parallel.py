@@ -24,7 +24,8 @@ def test_plan_follows_the_affinity_mask_and_the_device():
     assert parallel.plan(n_cores=16) == parallel.Plan(16, 1, 16)             # one single-thread process a core
     assert parallel.plan(n_cores=16, threads=4) == parallel.Plan(4, 4, 16)
     assert parallel.plan(2, n_cores=16) == parallel.Plan(2, 8, 16)            # the cores shared out
-    assert parallel.plan(n_cores=16, device="cuda:0") == parallel.Plan(1, 16, 16)   # one process owns a GPU
+    gpu = parallel.plan(n_cores=16, device="cuda:0")
+    assert gpu == parallel.Plan(1, 16, 16, gpu=True) and gpu.batch_size == parallel.GPU_BATCH   # one process owns a GPU
     assert not parallel.plan(n_cores=1).pooled
     with pytest.raises(ValueError, match="processes -1"):
         parallel.plan(-1)
@@ -124,3 +125,41 @@ def test_device_batches_match_the_cpu_path():
         assert np.array_equal(x1[size], x2[size].numpy())            # the same normalised numbers
         assert np.array_equal(colour, cap._colour(x1))
         assert [c.text for c in cap.caption_tensors(x1)] == [c.text for c in cap.caption_tensors(x2, colour=colour)]
+
+
+@needs_model
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_and_a_rerun_finishes(tmp_path):
+    """Ctrl-C during a pooled library run: exit 130 within seconds, no worker left, every record
+    written is whole, and the rerun captions exactly the photos that were missing."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        for p in EXAMPLES:
+            if p.suffix == ".jpg":
+                (photos / f"{i}_{p.name}").write_bytes(p.read_bytes())
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "captioner", "caption", str(photos), "--output", str(out), "--batch-size", "2",
+           "--processes", "2", "--read-text", "never"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not out.exists() or not out.read_text().strip()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    t = time.time()
+    assert proc.wait(60) == 130
+    assert time.time() - t < 30
+    kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert not kids
+    first = [json.loads(line) for line in out.read_text().splitlines()]
+    total = len(list(photos.iterdir()))
+    assert 0 < len(first) < total
+    subprocess.run(cmd, check=True, capture_output=True)
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == total and len({r["image"] for r in recs}) == total

@@ -115,7 +115,8 @@ def _worker(model: dict, threads: int, tasks, results) -> None:
     try:
         from captioner.api import Captioner
 
-        cap = Captioner(**{**model, "threads": threads})
+        # the text reader keeps to the worker's share of the cores too
+        cap = Captioner(**{**model, "threads": threads, "text_threads": model.get("text_threads") or threads})
     except BaseException as e:   # the parent says why the model could not load, and stops
         results.put((None, (type(e).__name__, str(e))))
         return
@@ -204,7 +205,7 @@ class CaptionPool:
                     self._fail_all(e)
                     return
                 continue
-            except (EOFError, OSError):
+            except (EOFError, OSError, ValueError):   # the queue was closed under us: the pool is closing
                 return
             with self.lock:
                 fut = self.pending.pop(tid, None)
