@@ -163,3 +163,20 @@ def test_ctrl_c_stops_the_workers_and_a_rerun_finishes(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True)
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(recs) == total and len({r["image"] for r in recs}) == total
+
+
+@needs_model
+def test_the_examples_give_the_numbers_they_gave_before_the_speed_work():
+    """Bit-identical where the arithmetic did not change: the records of the bundled examples as
+    commit 3522a2b wrote them (tests/fixtures/README.md), in one process and from the pool."""
+    import json
+
+    from captioner.api import Captioner
+
+    expected = json.loads((Path(__file__).parent / "fixtures" / "examples_3522a2b.json").read_text())
+    cap = Captioner(read_text="never")
+    keys = [k for k in expected[0] if k != "image"]
+    for processes in (1, 2):
+        got = [{"image": Path(p).name, **{k: r.to_dict()[k] for k in keys}}
+               for p, r in cap.caption_paths([str(p) for p in EXAMPLES], 4, processes=processes)]
+        assert got == expected, processes
