@@ -94,15 +94,16 @@ def timed_captions(cap, paths: list[str], batch_size: int, beam: int, seconds: f
     n, t0, t_first = 0, time.perf_counter(), None
     for path, res in cap.caption_paths(repeated, batch_size, workers, beam_size=beam, processes=1, attention=False):
         n += 1
-        t_first = t_first or time.perf_counter()
         if n <= len(paths):
             first[path] = res if isinstance(res, str) else res.text
+        if n == batch_size:   # the first batch is out: the decoding processes have started
+            t_first = time.perf_counter()
         if n % batch_size == 0 and time.perf_counter() - t0 >= seconds:
             break
-    wall = time.perf_counter() - t0
-    steady = (n - 1) / (time.perf_counter() - t_first) if n > 1 else None
-    return {"images": n, "seconds": round(wall, 2), "images_per_s": round(n / wall, 1),
-            "images_per_s_after_first_result": round(steady, 1) if steady else None, "captions": first}
+    end = time.perf_counter()
+    steady = (n - batch_size) / (end - t_first) if t_first and n > batch_size and end > t_first else None
+    return {"images": n, "seconds": round(end - t0, 2), "images_per_s": round(n / (end - t0), 1),
+            "images_per_s_after_first_batch": round(steady, 1) if steady else None, "captions": first}
 
 
 def identical(a: dict, b: dict) -> float | None:
@@ -124,15 +125,19 @@ def cpu_reference(paths: list[str]) -> tuple[dict, dict]:
              "images_per_s_process_start_included": round(len(paths) / wall, 1)}, {"captions": caps, "beams": beams})
 
 
-def torch_cuda(paths: list[str], ref: dict, seconds: float, batches: list[int], deadline: float) -> dict:
+def torch_cuda(paths: list[str], ref: dict, seconds: float, batches: list[int], deadline: float,
+               device: str = "cuda", precisions=("fp32", "bf16")) -> dict:
+    """The torch back-end from files on ``device`` (cuda; cpu only to dry-run this code)."""
     import torch
 
     from captioner.api import Captioner
 
-    out = {"device": torch.cuda.get_device_name(0), "runs": []}
-    for precision in ("fp32", "bf16"):
-        cap = Captioner(backend="torch", device="cuda", precision=precision, read_text="never")
-        configs = [(b, 3) for b in batches] + [(256, 1)] if precision == "fp32" else [(256, 3)]
+    cuda = device.startswith("cuda")
+    out = {"device": torch.cuda.get_device_name(0) if cuda else device, "runs": []}
+    for precision in precisions:
+        cap = Captioner(backend="torch", device=device, precision=precision, read_text="never")
+        mid = batches[min(1, len(batches) - 1)]
+        configs = ([(b, 3) for b in batches] + ([(mid, 1)] if cuda else [])) if precision == "fp32" else [(mid, 3)]
         for batch, beam in configs:
             if time.time() > deadline:
                 out["runs"].append({"skipped": f"batch {batch} beam {beam} {precision}: out of time"})
@@ -145,29 +150,33 @@ def torch_cuda(paths: list[str], ref: dict, seconds: float, batches: list[int], 
                                 "gpu_utilisation_pct": u.mean,
                                 "identical_to_cpu": identical(caps, ref["captions"]) if beam == 3 else None})
         del cap
-        torch.cuda.empty_cache()
+        if cuda:
+            torch.cuda.empty_cache()
     return out
 
 
-def encoder_alone(batches: list[int]) -> dict:
+def encoder_alone(batches: list[int], device: str = "cuda", reps: int = 10) -> dict:
+    """The encoder on random images on ``device`` (fp32, and bf16 autocast) -> images/s per batch size."""
     import torch
 
     from captioner.backends.torch import TorchModel
 
-    m = TorchModel(None, torch.device("cuda"), "fp32")
+    dev = torch.device(device)
+    m = TorchModel(None, dev, "fp32")
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     out = {}
     for batch in batches:
-        x = torch.randn(batch, 3, m.preprocess.size, m.preprocess.size, device="cuda")
-        for name, ctx in (("fp32", torch.autocast("cuda", enabled=False)),
-                          ("bf16", torch.autocast("cuda", dtype=torch.bfloat16))):
+        x = torch.randn(batch, 3, m.preprocess.size, m.preprocess.size, device=dev)
+        for name, ctx in (("fp32", torch.autocast(dev.type, enabled=False)),
+                          ("bf16", torch.autocast(dev.type, dtype=torch.bfloat16))):
             with ctx:
                 for _ in range(2):
                     m.encode(x)
-                torch.cuda.synchronize()
-                t, reps = time.perf_counter(), 10
+                sync()
+                t = time.perf_counter()
                 for _ in range(reps):
                     m.encode(x)
-                torch.cuda.synchronize()
+                sync()
             out[f"{name}, batch {batch}"] = round(reps * batch / (time.perf_counter() - t), 1)
     return out
 
@@ -283,8 +292,13 @@ def main() -> int:
             summary["encoder_alone_images_per_s"] = encoder_alone([256, 1024])
             summary["onnx_cuda"] = onnx_cuda(paths, ref, args.seconds)
         else:
-            summary["notes"].append("no CUDA GPU here: torch_cuda, encoder_alone and onnx_cuda skipped; "
-                                    "training ran on the CPU as a dry run, on at most 24 photos")
+            summary["notes"].append("no CUDA GPU here: the GPU parts ran on the CPU as a dry run of this script "
+                                    "(torch_cpu_dry_run: fp32, batch 8, 16 photos; encoder_alone_cpu_dry_run: batch "
+                                    "4; not measurements), onnx_cuda skipped, training on the CPU on at most 24 photos")
+            if torch is not None:
+                log("torch back-end on the CPU (dry run of the GPU part)")
+                summary["torch_cpu_dry_run"] = torch_cuda(paths[:16], ref, 1.0, [8], deadline - 150, "cpu", ("fp32",))
+                summary["encoder_alone_cpu_dry_run"] = encoder_alone([4], "cpu", reps=1)
         log("decoding processes alone")
         summary["decoding_alone"] = decoding_alone(paths, max(parallel.cores() - 1, 1), min(args.seconds, 10))
         if torch is not None:
