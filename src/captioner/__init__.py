@@ -1,7 +1,8 @@
 """captioner: describe images in English sentences, for alt text.
 
 Two wings.  Inference (no torch): api.py (Captioner, load) - modelfile.py (reads model files) -
-runtime.py (back-end chosen once) - backends/ (onnx: the default; torch: for GPUs) - search.py (greedy,
+runtime.py (back-end chosen once) - parallel.py (processes x threads
+from the cores it may use; the pool of captioning processes) - backends/ (onnx: the default; torch: for GPUs) - search.py (greedy,
 beam, guided, ensemble search over a step()) - preprocess.py - images.py - knowledge/ (tags, domain,
 confidence, kind, ocr, alttext) - library/ (photo-library runs) - serve/ (HTTP API, app) - info.py
 (version, model file digests, the model card in assets/) - cli.py.

@@ -33,7 +33,7 @@ from captioner.knowledge import kind as kinds
 from captioner.knowledge.bundle import Knowledge
 from captioner.knowledge.ocr import ImageText, TextReader, TextReaderError
 from captioner.knowledge.tags import Tag
-from captioner.preprocess import to_array, to_pixels
+from captioner.preprocess import to_array
 from captioner.search import DEFAULT_LENGTH_PENALTY, DEFAULT_NO_REPEAT_NGRAM, generate
 
 
@@ -90,6 +90,12 @@ class Captioner:
                  read_text: str = "auto", gender_neutral: bool = False, max_chars: int = alttext.MAX_CHARS,
                  text_threads: int | None = None, threads: int | None = None):
         # several checkpoints caption as one ensemble (ensemble.py); the first sets the preprocessing
+        # what it was made with, so that worker processes (parallel.py) can load the same model
+        self.settings = dict(path=path, device=device, beam_size=beam_size, length_penalty=length_penalty,
+                             encoder_weights=encoder_weights, backend=backend, precision=precision,
+                             no_repeat_ngram=no_repeat_ngram, knowledge=knowledge, guidance=guidance,
+                             read_text=read_text, gender_neutral=gender_neutral, max_chars=max_chars,
+                             text_threads=text_threads)
         paths = list(path) if isinstance(path, (list, tuple)) else [path]
         if not paths:
             raise ValueError("no checkpoint given")
@@ -161,18 +167,20 @@ class Captioner:
         return self.model.preprocess
 
     def caption_tensors(self, x, beam_size: int | None = None, n_best: int = 1,
-                        gender_neutral: bool | None = None, max_chars: int | None = None) -> list[Caption]:
+                        gender_neutral: bool | None = None, max_chars: int | None = None,
+                        colour=None) -> list[Caption]:
         """Preprocessed images [B, 3, S, S] (numpy, or any array; or {size: array} for an ensemble of
         several input sizes) -> one Caption each, its kind decided; no text read yet (``caption`` and
-        ``caption_paths`` read it where it pays)."""
+        ``caption_paths`` read it where it pays).  ``colour``: the images' colour statistics where
+        they were computed already (``preprocess.decode_batch``)."""
         neutral = self.gender_neutral if gender_neutral is None else gender_neutral
         limit = self.max_chars if max_chars is None else _limit(max_chars)
-        out = self._caption_tensors(x, beam_size, n_best, neutral)
+        out = self._caption_tensors(x, beam_size, n_best, neutral, colour)
         for c in out:
             c.alt_text = self._compose(c, limit)
         return out
 
-    def _caption_tensors(self, x, beam_size, n_best, neutral) -> list[Caption]:
+    def _caption_tensors(self, x, beam_size, n_best, neutral, colour=None) -> list[Caption]:
         k = beam_size or self.beam_size
         inputs = self._inputs(x)
         grids = self._grids(inputs)
@@ -220,14 +228,15 @@ class Captioner:
             c.domain_distance = float(dist[i])
             c.confidence = float(conf[i]) if conf is not None else None
         if self.kinds is not None:   # from the pooled grid and the pixels already at hand
-            decided = self.kinds.decide(self.kinds.probs(pooled, kinds.colour_features(self._pixels(inputs))))
+            colour = self._colour(inputs) if colour is None else colour
+            decided = self.kinds.decide(self.kinds.probs(pooled, colour))
             for c, d in zip(out, decided):
                 c.kind, c.kind_probability, c.chart_type = d.name, d.probability, d.chart_type
         return out
 
-    def _pixels(self, inputs: dict) -> np.ndarray:
-        """Preprocessed images back to [0, 1] pixels (for the colour statistics of ``kind.py``)."""
-        return to_pixels(inputs[self.preprocess.size], self.preprocess.mean, self.preprocess.std)
+    def _colour(self, inputs: dict) -> np.ndarray:
+        """The colour statistics of ``kind.py`` from the preprocessed images (taken back to [0, 1] pixels)."""
+        return kinds.colour_features(_numpy(inputs[self.preprocess.size]), self.preprocess.mean, self.preprocess.std)
 
     def _caption(self, hyps, side: int, neutral: bool = False) -> Caption:
         best = hyps[0]
@@ -297,6 +306,45 @@ class Captioner:
             for f in pending:
                 yield f.result()
 
+    def _device_batches(self, paths: list, batch_size: int, workers: int = 0):
+        """For a model on a GPU (torch back-end): yield (batch of (index, error or None), the readable
+        images' indices, {size: normalised images on the device}, their colour statistics).  Files are
+        decoded and resized in ``workers`` processes (default: all cores but this one's), a bounded
+        number of batches ahead, so the next batches are ready while the device runs this one; the
+        pixels travel as uint8, are copied from pinned memory and normalised on the device."""
+        import multiprocessing as mp
+        from collections import deque
+        from concurrent.futures import ProcessPoolExecutor
+
+        from captioner.parallel import cores
+        from captioner.preprocess import decode_batch
+
+        size, p = self.sizes[0], self.preprocess
+        n = workers if workers > 0 else max(cores() - 1, 1)
+        if len(paths) <= batch_size:   # one batch: decoding processes would only add their start
+            errors, pixels, colour = decode_batch(paths, size, p.mean, p.std)
+            batch = list(enumerate(errors))
+            yield (batch, [i for i, e in batch if e is None],
+                   {size: self.model.normalise(pixels)} if pixels is not None else None, colour)
+            return
+        with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
+            pending = deque()
+
+            def ready():
+                lo, fut = pending.popleft()
+                errors, pixels, colour = fut.result()
+                batch = [(lo + j, e) for j, e in enumerate(errors)]
+                idx = [i for i, e in batch if e is None]
+                x = {size: self.model.normalise(pixels)} if pixels is not None else None
+                return batch, idx, x, colour
+
+            for lo in range(0, len(paths), batch_size):
+                pending.append((lo, pool.submit(decode_batch, paths[lo:lo + batch_size], size, p.mean, p.std)))
+                if len(pending) > n + 1:
+                    yield ready()
+            while pending:
+                yield ready()
+
     def pooled_features(self, paths, batch_size: int = 32):
         """Yield (path, pooled encoder features [D] (numpy) or an error message): the encoder only,
         for calibration (``training/calibrate.py``)."""
@@ -318,7 +366,7 @@ class Captioner:
             got = {}
             if idx:
                 pooled = self._pooled(x)
-                colour = kinds.colour_features(self._pixels(x))
+                colour = self._colour(x)
                 got = {i: (p, c) for i, p, c in zip(idx, pooled, colour)}
             for i, err in batch:
                 yield paths[i], got.get(i, err)
@@ -337,21 +385,58 @@ class Captioner:
 
     def caption_paths(self, paths, batch_size: int = 16, workers: int = 0, beam_size: int | None = None,
                       n_best: int = 1, read_text: str | None = None, gender_neutral: bool | None = None,
-                      max_chars: int | None = None):
-        """Yield (path, Caption or error message) in input order; decoding and preprocessing run in
-        ``workers`` threads while the model computes; a bad file never stops the batch.  The images
-        whose text is read are opened once more for it, at full size."""
+                      max_chars: int | None = None, processes: int | None = None, attention: bool = True):
+        """Yield (path, Caption or error message) in input order; a bad file never stops the batch.
+
+        ``processes``: captioning processes (``parallel.py``; None: one per core this process may use,
+        on a CPU, where there are at least two batches; 1: this process only).  Each loads the model
+        once and takes whole batches (the same batches as one process: the same captions).  Within
+        one process, ``workers`` threads open and preprocess the next batch while the model computes.
+        ``attention=False`` leaves out the per-word attention maps (nobody asked for them: less to
+        copy between processes).  The images whose text is read are opened once more for it, at full
+        size."""
+        from captioner import parallel
+
         paths = list(paths)
-        for batch, idx, x in self._batches(paths, batch_size, workers):
-            results = dict(zip(idx, self.caption_tensors(x, beam_size, n_best, gender_neutral, max_chars))) if idx else {}
+        opts = dict(beam_size=beam_size, n_best=n_best, read_text=read_text, gender_neutral=gender_neutral,
+                    max_chars=max_chars, attention=attention)
+        plan = parallel.plan(processes, device=str(self.device))
+        if plan.pooled and len(paths) > batch_size and not parallel.in_worker():
+            with parallel.CaptionPool(self.settings, plan) as pool:
+                yield from pool.caption_paths(paths, batch_size, workers=0, **opts)
+            return
+        yield from self._caption_paths(paths, batch_size, workers, **opts)
+
+    def _caption_paths(self, paths: list, batch_size: int, workers: int, beam_size, n_best, read_text,
+                       gender_neutral, max_chars, attention: bool):
+        on_gpu = self.backend == "torch" and str(self.device).startswith("cuda") and len(self.sizes) == 1
+        batches = self._device_batches(paths, batch_size, workers) if on_gpu else (
+            (batch, idx, x, None) for batch, idx, x in self._batches(paths, batch_size, workers))
+        for batch, idx, x, colour in batches:
+            results = dict(zip(idx, self.caption_tensors(x, beam_size, n_best, gender_neutral, max_chars,
+                                                         colour))) if idx else {}
             for i, err in batch:
                 res = results.get(i, err)
+                if not attention and not isinstance(res, str):
+                    res.attention = None
                 if not isinstance(res, str) and self.wants_text(res, read_text):
                     try:
                         res = self.read(res, open_image(paths[i]), read_text, max_chars)
                     except ImageError as e:   # changed or removed since it was captioned
                         res.text_error = str(e)
                 yield paths[i], res
+
+
+    def caption_bytes(self, name: str, data: bytes, beam_size: int | None = None, n_best: int = 1,
+                      read_text: str | None = None, gender_neutral: bool | None = None,
+                      max_chars: int | None = None) -> Caption:
+        """One uploaded file's bytes -> its Caption (``ImageError`` for an empty or unreadable one)."""
+        import io
+
+        if not data:
+            raise ImageError(f"{name}: empty file")
+        return self.caption(open_image(io.BytesIO(data), name), beam_size, n_best, read_text, gender_neutral,
+                            max_chars)
 
 
 def _sequence(grid):

@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
 from pathlib import Path
 
-from captioner import __version__, runtime
+from captioner import __version__, parallel, runtime
 from captioner import wording
 from captioner.search import DEFAULT_LENGTH_PENALTY
 
@@ -31,7 +32,6 @@ def _model_args(args) -> dict:
 
 
 def _caption(args) -> int:
-    from captioner.api import Captioner
     from captioner.library.run import resolve_inputs
     from captioner.attention import plot_attention
     from captioner.library.results import record
@@ -40,11 +40,6 @@ def _caption(args) -> int:
     paths = resolve_inputs(args.paths, args.from_list)
     if args.output or args.write_metadata or args.html or args.engine == "ray":
         return _caption_library(args, paths)
-    try:
-        cap = Captioner(**_model_args(args))
-    except (OSError, ValueError) as e:
-        print(f"captioner: error: {e}", file=sys.stderr)
-        return 2
     failed = 0
     many = len(paths) > 1
     if args.attention_dir:
@@ -54,8 +49,15 @@ def _caption(args) -> int:
             raise ValueError(f"--attention-dir {args.attention_dir}: attention maps are drawn with matplotlib: "
                              "pip install 'captioner[plots]'")
         Path(args.attention_dir).mkdir(parents=True, exist_ok=True)
-    workers = min(args.workers, len(paths) - 1)  # a worker process only pays off for several images
-    for path, res in cap.caption_paths(paths, args.batch_size, workers, n_best=args.n_best):
+    workers = min(args.workers, len(paths) - 1)  # a decoding thread only pays off for several images
+    results = parallel.caption_paths(_model_args(args), paths, args.batch_size, args.processes, args.threads,
+                                     workers, n_best=args.n_best, attention=bool(args.attention_dir))
+    try:
+        first = next(results, None)   # the model loads here: its errors are the user's to fix
+    except (OSError, ValueError) as e:
+        print(f"captioner: error: {e}", file=sys.stderr)
+        return 2
+    for path, res in itertools.chain([first] if first else [], results):
         rec = record(path, res)
         failed += "error" in rec
         _print_record(rec, args, many, res.beams if args.n_best > 1 and "error" not in rec else None)
@@ -98,9 +100,9 @@ def _caption_library(args, paths: list[str]) -> int:
     if args.attention_dir or args.n_best > 1:
         raise ValueError("--attention-dir and --n-best work without --output, --write-metadata, --html "
                          "and --engine ray")
-    job = LibraryJob(paths, args.output, _model_args(args), args.batch_size, args.workers, args.write_metadata,
-                     args.overwrite_metadata, args.retry_errors, args.html, args.engine, args.ray_address,
-                     args.ray_cpus, args.ray_workers, args.num_gpus_per_worker)
+    job = LibraryJob(paths, args.output, _model_args(args), args.batch_size, args.workers, args.processes,
+                     args.threads, args.write_metadata, args.overwrite_metadata, args.retry_errors, args.html,
+                     args.engine, args.ray_address, args.ray_cpus, args.ray_workers, args.num_gpus_per_worker)
     summary = caption_library(job, report=lambda line: print(f"captioner: error: {line}", file=sys.stderr,
                                                                flush=True))
     if summary.repaired:
@@ -286,11 +288,16 @@ def main(argv=None) -> int:
                         "in_domain, confidence, tags (or error)")
     p.add_argument("--caption-only", action="store_true",
                    help="text mode: print the model's caption instead of the recommended alt text")
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch")
-    # 0 by default: on 2 cores a decoding worker competes with the encoder (measured with worker
-    # processes, benchmarks/bench_inference.py: 70 vs 56 images/s on 224-px photos, 55 vs 45 on 500-px ones)
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 16 on a CPU, 256 on a GPU)")
+    p.add_argument("--processes", type=int, default=None,
+                   help="captioning processes, each with the model loaded once (default: one per core this "
+                        "command may use, as taskset or a container allows; one on a GPU)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of each process's model (default: 1 with several processes, else every core)")
+    # 0 by default: on 2 cores a decoding thread competes with the encoder (benchmarks/bench_inference.py)
     p.add_argument("--workers", type=int, default=0,
-                   help="threads that open and preprocess the next batch while the model computes (0: none)")
+                   help="with one process: threads that open and preprocess the next batch while the model "
+                        "computes (0: none); on a GPU, the processes that decode images for it (0: all other cores)")
     runtime.add_arguments(p)
     p.add_argument("--attention-dir", default=None, help="save an attention map PNG per image into this folder")
     wording.add_arguments(p)

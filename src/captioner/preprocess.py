@@ -36,6 +36,33 @@ def to_pixels(x: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray
     return np.asarray(x, dtype=np.float32) * s + m
 
 
+def decode_batch(paths: list, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Open and resize a batch of files (in a decoding process, for a GPU) -> (errors: one message or
+    None per path, uint8 pixels [b, size, size, 3] of the readable ones, their colour statistics
+    [b, 12] (``knowledge/kind.py``)).  The pixels are what ``to_array`` normalises, so normalising
+    them on the device (``backends/torch.py``) gives its numbers; the colour statistics are computed
+    here, from ``to_array``'s own arrays, exactly as on the CPU path."""
+    from captioner.images import ImageError, open_image
+    from captioner.knowledge.kind import colour_stats
+
+    errors, pixels, colour = [], [], []
+    for path in paths:
+        try:
+            image = open_image(path)
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.BICUBIC)
+            pixels.append(np.asarray(image, dtype=np.uint8))
+            colour.append(colour_stats(to_array(image, size, mean, std), mean, std))
+            errors.append(None)
+        except ImageError as e:
+            errors.append(str(e))
+        except Exception as e:  # never let one odd file stop a batch
+            errors.append(f"{path}: cannot read image ({type(e).__name__}: {e})")
+    if not pixels:
+        return errors, None, None
+    return errors, np.stack(pixels), np.stack(colour)
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """The preprocessing handed out with a model (``captioner.load(with_preprocess=True)``, CLIP's

@@ -62,6 +62,22 @@ def choose_backend(backend: str = "auto", device: str = "auto", precision: str =
     return backend
 
 
+def uses_gpu(backend: str = "auto", device: str = "auto", precision: str = "auto") -> bool:
+    """Whether a model loaded with these settings would run on a GPU (CUDA or MPS), decided without
+    loading it (``parallel.plan``: a GPU is owned by one process)."""
+    dev = str(device or "auto").strip().lower()
+    if dev.startswith(("cuda", "mps")):
+        return True
+    if dev != "auto":
+        return False
+    if choose_backend(backend, device, precision) == "onnx":
+        return _ort_cuda()
+    import torch   # only where the torch back-end was chosen: it is about to be imported anyway
+
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps is not None and mps.is_available())
+
+
 def _ort_cuda() -> bool:
     import onnxruntime as ort
 

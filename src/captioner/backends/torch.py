@@ -155,8 +155,26 @@ class TorchModel:
 
     @torch.inference_mode()
     def encode(self, images) -> torch.Tensor:
-        x = torch.as_tensor(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
+        if isinstance(images, torch.Tensor):   # already on the device (normalise below)
+            x = images.to(self.device, torch.float32)
+        else:
+            x = torch.as_tensor(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
         return self.encoder(x.contiguous(memory_format=torch.channels_last))
+
+    @torch.inference_mode()
+    def normalise(self, pixels: np.ndarray) -> torch.Tensor:
+        """uint8 pixels [B, S, S, 3] -> normalised float32 images [B, 3, S, S] on the device: copied
+        from pinned memory without waiting (on CUDA), then ``preprocess.to_array``'s arithmetic
+        (/ 255, - mean, / std, in float32) on the device."""
+        t = torch.from_numpy(np.ascontiguousarray(pixels))
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        else:
+            t = t.to(self.device)
+        x = t.permute(0, 3, 1, 2).to(torch.float32) / torch.tensor(255.0, device=self.device)
+        m = torch.tensor(self.preprocess.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        s = torch.tensor(self.preprocess.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        return (x - m) / s
 
 
 class _Expert:

@@ -29,34 +29,93 @@ KINDS = ("photo", "screenshot", "document", "chart", "drawing")
 QUANT = 16          # levels per channel when counting colours (16^3 bins)
 
 
-def colour_features(images: np.ndarray) -> np.ndarray:
-    """Images [B, 3, H, W] in [0, 1] -> [B, 12] colour statistics."""
-    x = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
-    b = x.shape[0]
-    q = np.minimum((x * QUANT).astype(np.int32), QUANT - 1)
-    codes = (q[:, 0] * QUANT + q[:, 1]) * QUANT + q[:, 2]                      # [B, H, W]
-    n = codes[0].size
-    out = np.zeros((b, 12), np.float32)
-    mx, mn = x.max(1), x.min(1)
-    sat = (mx - mn) / np.maximum(mx, 1e-6)
-    lum = x.mean(1)
-    gy = np.abs(np.diff(lum, axis=1))[:, :, :-1]
-    gx = np.abs(np.diff(lum, axis=2))[:, :-1, :]
-    grad = gx + gy
-    for i in range(b):
-        counts = np.sort(np.bincount(codes[i].ravel(), minlength=QUANT ** 3))[::-1]
-        out[i, 0] = counts[0] / n
-        out[i, 1] = counts[:4].sum() / n
-        out[i, 2] = counts[:16].sum() / n
-        out[i, 3] = np.log1p((counts > 0).sum()) / np.log(QUANT ** 3)
-    out[:, 4] = sat.reshape(b, -1).mean(1)
-    out[:, 5] = (sat < 0.08).reshape(b, -1).mean(1)                         # grey share
-    out[:, 6] = (mn > 0.92).reshape(b, -1).mean(1)                           # near white
-    out[:, 7] = (mx < 0.08).reshape(b, -1).mean(1)                           # near black
-    out[:, 8] = lum.reshape(b, -1).std(1)
-    out[:, 9] = (grad < 0.01).reshape(b, -1).mean(1)                         # flat
-    out[:, 10] = (grad > 0.25).reshape(b, -1).mean(1)                        # sharp edges
-    out[:, 11] = grad.reshape(b, -1).mean(1)
+def colour_features(images: np.ndarray, mean=None, std=None) -> np.ndarray:
+    """Images [B, 3, H, W] in [0, 1] -> [B, 12] colour statistics (``colour_stats`` of each).  With
+    ``mean`` and ``std``, the images are the normalised arrays the encoder read, taken back to [0, 1]
+    plane by plane exactly as ``preprocess.to_pixels`` does (without a second copy of the batch)."""
+    x = np.asarray(images, dtype=np.float32)
+    if not len(x):
+        return np.zeros((0, 12), np.float32)
+    work = _Workspace(x.shape[-2:])
+    return np.stack([colour_stats(im, mean, std, work) for im in x])
+
+
+class _Workspace:
+    """The buffers of one image's statistics, reused image after image: a fresh array this size per
+    step would be a fresh mapping of memory each time (most of the cost, measured)."""
+
+    def __init__(self, shape):
+        h, w = shape
+        self.px, self.q = np.empty((3, h, w), np.float32), np.empty((3, h, w), np.float32)
+        self.mx, self.mn, self.sat, self.den, self.lum = (np.empty((h, w), np.float32) for _ in range(5))
+        self.gy, self.gx = np.empty((h - 1, w), np.float32), np.empty((h, w - 1), np.float32)
+
+
+def colour_stats(image: np.ndarray, mean=None, std=None, work: _Workspace | None = None) -> np.ndarray:
+    """One image [3, H, W] in [0, 1] (or normalised, with ``mean`` and ``std``) -> its 12 colour statistics.
+
+    Computed image by image in buffers that are reused and stay in the cache, with the channel
+    maximum, minimum and mean taken element-wise rather than as reductions over the channel axis
+    (numpy's strided reductions were the slowest part): the same float32 operations in the same
+    order as the batch version the kind model was fitted with, so the same numbers bit for bit
+    (tests/test_parallel.py) and the classifier reads exactly what it was trained on."""
+    x = np.asarray(image, dtype=np.float32)
+    w = work if work is not None and work.px.shape == x.shape else _Workspace(x.shape[-2:])
+    px = w.px
+    if mean is not None:   # x * std + mean in float32, as to_pixels computes it
+        m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        for c in range(3):
+            np.multiply(x[c], s[c], out=px[c])
+            np.add(px[c], m[c], out=px[c])
+        np.clip(px, 0.0, 1.0, out=px)
+    else:
+        np.clip(x, 0.0, 1.0, out=px)
+    r, g, b = px[0], px[1], px[2]
+    # colour codes: floor(x * 16) capped at 15 per channel (exact in float32: x * 16 only shifts the
+    # exponent, and the codes are whole numbers below 4,096), then r * 256 + g * 16 + b
+    q = w.q
+    np.multiply(px, QUANT, out=q)
+    np.floor(q, out=q)
+    np.minimum(q, QUANT - 1, out=q)
+    np.multiply(q[0], QUANT, out=q[0])
+    np.add(q[0], q[1], out=q[0])
+    np.multiply(q[0], QUANT, out=q[0])
+    np.add(q[0], q[2], out=q[0])
+    codes = q[0].astype(np.intp)
+    n = codes.size
+    out = np.zeros(12, np.float32)
+    mx, mn, sat, lum = w.mx, w.mn, w.sat, w.lum
+    np.maximum(r, g, out=mx)
+    np.maximum(mx, b, out=mx)
+    np.minimum(r, g, out=mn)
+    np.minimum(mn, b, out=mn)
+    np.subtract(mx, mn, out=sat)
+    np.maximum(mx, np.float32(1e-6), out=w.den)
+    np.divide(sat, w.den, out=sat)
+    np.add(r, g, out=lum)                   # x.mean(axis=0) in float32: ((r + g) + b) / 3
+    np.add(lum, b, out=lum)
+    np.divide(lum, np.float32(3), out=lum)
+    gy, gx = w.gy, w.gx
+    np.subtract(lum[1:], lum[:-1], out=gy)
+    np.abs(gy, out=gy)
+    np.subtract(lum[:, 1:], lum[:, :-1], out=gx)
+    np.abs(gx, out=gx)
+    grad = gx[:-1, :] + gy[:, :-1]
+    counts = np.sort(np.bincount(codes.ravel(), minlength=QUANT ** 3))[::-1]
+    out[0] = counts[0] / n
+    out[1] = counts[:4].sum() / n
+    out[2] = counts[:16].sum() / n
+    out[3] = np.log1p((counts > 0).sum()) / np.log(QUANT ** 3)
+    # a share of pixels: the count over n, as the mean of the 0/1 mask in float64 is (its sum is exact)
+    m = grad.size
+    out[4] = sat.reshape(1, -1).mean(1)[0]
+    out[5] = np.count_nonzero(sat < 0.08) / n                                # grey share
+    out[6] = np.count_nonzero(mn > 0.92) / n                                 # near white
+    out[7] = np.count_nonzero(mx < 0.08) / n                                 # near black
+    out[8] = lum.reshape(1, -1).std(1)[0]
+    out[9] = np.count_nonzero(grad < 0.01) / m                               # flat
+    out[10] = np.count_nonzero(grad > 0.25) / m                              # sharp edges
+    out[11] = grad.reshape(1, -1).mean(1)[0]
     return out
 
 

@@ -77,7 +77,22 @@ class Tagger:
         return z / z.sum(1, keepdims=True)
 
     def top(self, probs: np.ndarray, k: int = 5) -> list[list[Tag]]:
-        idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        idx = top_k(probs, k)
         classes = imagenet_classes()
         return [[Tag(classes[i]["name"], float(pr[i]), self.vocab.itos[self.words[i][0]] if self.words[i] else None)
                  for i in ix.tolist()] for pr, ix in zip(probs, idx)]
+
+
+def top_k(probs: np.ndarray, k: int) -> np.ndarray:
+    """[B, C] -> the indices of each row's k largest, largest first, ties in index order: exactly
+    ``np.argsort(-probs, kind="stable")[:, :k]``, but sorting only the candidates a partition leaves
+    (every value at least the k-th largest), not all C."""
+    neg = -np.asarray(probs)
+    if k >= neg.shape[1]:
+        return np.argsort(neg, axis=1, kind="stable")[:, :k]
+    kth = np.take_along_axis(neg, np.argpartition(neg, k - 1, axis=1)[:, :k], 1).max(1)
+    out = []
+    for row, limit in zip(neg, kth):
+        cand = np.flatnonzero(row <= limit)      # ascending index order: a stable sort keeps ties so
+        out.append(cand[np.argsort(row[cand], kind="stable")][:k])
+    return np.stack(out) if out else np.zeros((0, k), np.int64)

@@ -1,6 +1,7 @@
-"""Photos in, records out: one model (and, when asked, one ExifTool process) per process - the local
+"""Photos in, records out: one model (and, when asked, one ExifTool process) per labeller - the local
 library run's, or each Ray actor's (``run.py``, ``ray_engine.py``; both import this, neither the
-other's internals).
+other's internals).  The local run's labeller may spread the model over worker processes
+(``parallel.py``): it then holds a ``CaptionPool`` instead of a model, and writes metadata itself.
 """
 from __future__ import annotations
 
@@ -10,14 +11,21 @@ from captioner.library.results import record
 
 
 class Labeller:
-    """A model and, when asked, an ExifTool process: paths -> records.  One per process (the local
-    run, or each Ray actor), loaded once."""
+    """A model (or a pool of processes each holding one) and, when asked, an ExifTool process:
+    paths -> records.  ``processes``/``threads`` as ``parallel.plan`` takes them (1: this process,
+    as a Ray actor does)."""
 
-    def __init__(self, model: dict, metadata: str | None = None, overwrite: bool = False):
-        from captioner.api import Captioner
+    def __init__(self, model: dict, metadata: str | None = None, overwrite: bool = False,
+                 processes: int | None = 1, threads: int | None = None):
+        from captioner import parallel
         from captioner.library.metadata import MetadataWriter
 
-        self.captioner = Captioner(**model)
+        self.plan = parallel.plan_for(model, processes, threads)
+        self.model, self.source = dict(model), None
+        if not self.plan.pooled:
+            from captioner.api import Captioner
+
+            self.source = Captioner(**{**model, "threads": model.get("threads") or threads or self.plan.threads})
         self.writer = MetadataWriter(metadata, overwrite) if metadata else None
 
     def label(self, results) -> list[dict]:
@@ -38,11 +46,22 @@ class Labeller:
         return out
 
     def __call__(self, paths: list[str], batch_size: int = 16, workers: int = 0):
-        """Yield lists of at most ``batch_size`` records, in input order."""
-        it = self.captioner.caption_paths(paths, batch_size, workers)
+        """Yield lists of at most ``batch_size`` records, in input order (records need no attention maps)."""
+        from captioner import parallel
+
+        if self.source is None:
+            self.source = parallel.CaptionPool(self.model, self.plan)   # started on first use
+        if isinstance(self.source, parallel.CaptionPool):
+            it = self.source.caption_paths(paths, batch_size, attention=False)
+        else:
+            it = self.source.caption_paths(paths, batch_size, workers, processes=1, attention=False)
         while chunk := list(islice(it, batch_size)):
             yield self.label(chunk)
 
     def close(self) -> None:
+        from captioner import parallel
+
+        if isinstance(self.source, parallel.CaptionPool):
+            self.source.close()
         if self.writer is not None:
             self.writer.close()

@@ -102,11 +102,11 @@ def ray_batches(paths: list[str], job):
         cpus = 1 if gpus else max(int(res.get("CPU", 1)) // n, 1)
         model.setdefault("text_threads", cpus)   # the text reader keeps to the actor's share of the CPUs
         # a block per batch, and at least one per actor, so that every actor gets work
-        blocks = max(math.ceil(len(paths) / job.batch_size), min(n, len(paths)))
+        blocks = max(math.ceil(len(paths) / (job.batch_size or 16)), min(n, len(paths)))
         ds = ray.data.from_items([{"image": p} for p in paths], override_num_blocks=blocks)
         worker = _worker_class({"model": model, "metadata": job.metadata, "overwrite": job.overwrite_metadata,
                                 "cwd": os.getcwd(), "threads": cpus})
-        out = ds.map_batches(worker, batch_size=job.batch_size, batch_format="numpy",
+        out = ds.map_batches(worker, batch_size=job.batch_size or 16, batch_format="numpy",
                              compute=ray.data.ActorPoolStrategy(size=n), num_cpus=cpus, num_gpus=gpus or None)
         for batch in out.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
             yield [json.loads(s) for s in batch["record"]]

@@ -22,8 +22,10 @@ class LibraryJob:
     paths: list[str]
     output: str | None = None             # .jsonl or .parquet; None: records are only returned
     model: dict = field(default_factory=dict)
-    batch_size: int = 16
-    workers: int = 0                      # local engine: image decoding processes
+    batch_size: int | None = None         # None: 16 on a CPU, 256 on a GPU (parallel.py)
+    workers: int = 0                      # local engine, one process: image decoding threads
+    processes: int | None = None          # local engine: captioning processes (None: one per core; parallel.py)
+    threads: int | None = None            # local engine: each process's model threads (None: chosen)
     metadata: str | None = None           # "sidecar", "embed" or None
     overwrite_metadata: bool = False
     retry_errors: bool = False
@@ -125,9 +127,11 @@ def _local_batches(paths: list[str], job: LibraryJob):
         return
     from captioner.library.labeller import Labeller
 
-    labeller = Labeller(job.model, job.metadata, job.overwrite_metadata)
+    # a list that does not fill two batches is captioned here, on every core
+    few = len(paths) <= (job.batch_size or 16) and not job.processes
+    labeller = Labeller(job.model, job.metadata, job.overwrite_metadata, 1 if few else job.processes, job.threads)
     try:
-        yield from labeller(paths, job.batch_size, min(job.workers, max(len(paths) - 1, 0)))
+        yield from labeller(paths, job.batch_size or labeller.plan.batch_size, min(job.workers, max(len(paths) - 1, 0)))
     finally:
         labeller.close()
 

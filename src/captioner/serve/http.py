@@ -8,13 +8,16 @@
     GET  /model-card       -> the model card (Markdown): what the model learnt from, what it is for, how well it does
     GET  /docs, /openapi.json
 
-The model is loaded once at start-up and shared; requests are captioned one at a time
-(the encoder already uses every core).  Uploads over --max-upload-mb are refused with
+The model is loaded once at start-up.  Requests are captioned side by side by worker processes,
+one per core this server may use, each with the model loaded once and one thread (--processes),
+or one at a time by the model in this process (--processes 1, or on a GPU).  Uploads over
+--max-upload-mb are refused with
 413 before they are read in full; a non-image or corrupt upload gets a 4xx JSON error.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import threading
@@ -29,7 +32,7 @@ from captioner import __version__
 from captioner.api import Captioner
 from captioner.images import ImageError, open_image
 from captioner.info import model_card
-from captioner import wording
+from captioner import parallel, wording
 from captioner.runtime import DEVICE_HELP
 
 MAX_BATCH = 32
@@ -92,20 +95,31 @@ class LimitUploadSize:
 
 
 def create_app(captioner: Captioner | None = None, model_path: str | None = None,
-               max_upload_bytes: int = 10 * 2**20, device: str = "cpu", options: dict | None = None):
-    """``options``: the Captioner's defaults for text and wording (read_text, gender_neutral, max_chars)."""
-    state = {"captioner": captioner}
+               max_upload_bytes: int = 10 * 2**20, device: str = "cpu", options: dict | None = None,
+               processes: int | None = 1):
+    """``options``: the Captioner's defaults for text and wording (read_text, gender_neutral, max_chars).
+    ``processes``: worker processes captioning side by side (None: one per core; 1: this process)."""
+    model = {"path": model_path, "device": device, **(options or {})}
+    plan = parallel.plan_for(model, processes) if captioner is None else parallel.plan(1)
+    state = {"captioner": captioner, "pool": None}
     lock = threading.Lock()
 
     def get() -> Captioner:
         if state["captioner"] is None:  # loaded once, on first need (start-up loads it eagerly)
-            state["captioner"] = Captioner(model_path, device=device, **(options or {}))
+            # with a pool, this one answers /health and never computes: one thread is enough
+            state["captioner"] = Captioner(**model, threads=1 if plan.pooled else plan.threads)
         return state["captioner"]
 
     @asynccontextmanager
     async def lifespan(_app):
         get()  # load the model before the first request, once
-        yield
+        if plan.pooled:
+            state["pool"] = parallel.CaptionPool(model, plan)
+        try:
+            yield
+        finally:
+            if state["pool"] is not None:
+                state["pool"].close()
 
     app = FastAPI(title="captioner", version=__version__, lifespan=lifespan,
                   description="Describe photos in English sentences. Upload an image, get a caption.")
@@ -117,6 +131,15 @@ def create_app(captioner: Captioner | None = None, model_path: str | None = None
         with lock:
             t0 = time.perf_counter()
             cap = get().caption(img, beam_size=beam_size, n_best=n_best, **opts)
+        return {**cap.to_dict(), "seconds": round(time.perf_counter() - t0, 3)}
+
+    async def caption_one(data: bytes, name: str, beam_size: int, n_best: int, opts: dict) -> dict:
+        """One upload, on a free worker process where there is a pool, else here under the lock."""
+        if state["pool"] is None:
+            return await run_in_threadpool(_caption, data, name, beam_size, n_best, opts)
+        t0 = time.perf_counter()
+        cap = await asyncio.wrap_future(state["pool"].submit_bytes(data, name, beam_size=beam_size, n_best=n_best,
+                                                                   **opts))
         return {**cap.to_dict(), "seconds": round(time.perf_counter() - t0, 3)}
 
     def _wording(read_text, gender_neutral, max_chars) -> dict:
@@ -146,8 +169,8 @@ def create_app(captioner: Captioner | None = None, model_path: str | None = None
                       max_chars: int | None = chars_q):
         data = await image.read()
         try:
-            return await run_in_threadpool(_caption, data, image.filename or "image", beam_size, n_best,
-                                           _wording(read_text, gender_neutral, max_chars))
+            return await caption_one(data, image.filename or "image", beam_size, n_best,
+                                     _wording(read_text, gender_neutral, max_chars))
         except ImageError as e:
             raise HTTPException(status_code=400, detail=str(e)) from None
 
@@ -158,16 +181,15 @@ def create_app(captioner: Captioner | None = None, model_path: str | None = None
                             max_chars: int | None = chars_q):
         if len(images) > MAX_BATCH:
             raise HTTPException(status_code=413, detail=f"at most {MAX_BATCH} images per batch")
-        results = []
-        for up in images:
+        async def one(up):   # the uploads of a batch go to the workers side by side, answered in order
             name = up.filename or "image"
             try:
-                results.append({"filename": name, **await run_in_threadpool(
-                    _caption, await up.read(), name, beam_size, n_best,
-                    _wording(read_text, gender_neutral, max_chars))})
+                return {"filename": name, **await caption_one(await up.read(), name, beam_size, n_best,
+                                                              _wording(read_text, gender_neutral, max_chars))}
             except ImageError as e:
-                results.append({"filename": name, "error": str(e)})
-        return {"results": results}
+                return {"filename": name, "error": str(e)}
+
+        return {"results": list(await asyncio.gather(*(one(up) for up in images)))}
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):  # never a bare 500 page
@@ -182,6 +204,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
     ap.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted request body, in MB")
     ap.add_argument("--device", default="auto", help=DEVICE_HELP)
+    ap.add_argument("--processes", type=int, default=None,
+                    help="worker processes captioning requests side by side, each with the model loaded once "
+                         "(default: one per core this server may use; 1: requests one at a time in this process)")
     wording.add_arguments(ap, per_request=True)
 
 
@@ -190,6 +215,6 @@ def main(args) -> int:
 
     options = {"read_text": args.read_text, "gender_neutral": args.gender_neutral, "max_chars": args.max_chars}
     asgi, _ = create_app(model_path=args.model, max_upload_bytes=int(args.max_upload_mb * 2**20), device=args.device,
-                         options=options)
+                         options=options, processes=args.processes)
     uvicorn.run(asgi, host=args.host, port=args.port, log_level="info")
     return 0

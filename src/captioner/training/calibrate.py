@@ -131,7 +131,7 @@ def calibrate(model_path, data: str, out=None, batch_size: int = 32, encoder_wei
     log(f"out-of-domain threshold {threshold:.4f} (dev 95th percentile); captioning {len(dev)} dev images")
     refs = ds.references("dev")
     caps = []
-    for path, res in cap.caption_paths([ds.image_dir / n for n in dev], batch_size):
+    for path, res in cap.caption_paths([ds.image_dir / n for n in dev], batch_size, processes=1):
         if isinstance(res, str):
             raise ValueError(f"cannot calibrate on an unreadable image: {res}")
         caps.append(res)

@@ -57,7 +57,8 @@ def evaluate(captioner: Captioner, data: str, split: str = "test", beam_size: in
     results, failed = {}, {}
     key = {str(folder / n): n for n in names}   # names may hold sub-folders (COCO's train2014/...)
     for path, res in captioner.caption_paths([folder / n for n in names], batch_size, workers, beam_size,
-                                             read_text="never", gender_neutral=gender_neutral):
+                                             read_text="never", gender_neutral=gender_neutral,
+                                             processes=1, attention=False):
         if isinstance(res, str):
             failed[key[str(path)]] = res
         else:

@@ -1,0 +1,308 @@
+"""How much of the machine a run uses, decided once at the edge, and the worker processes that use it.
+
+``plan()`` reads the cores this process may run on (``os.sched_getaffinity``: ``taskset``, cgroup
+cpusets and container limits count) and chooses *processes x threads*: on a CPU, one captioning
+process per core, each with a one-thread ONNX Runtime session, because independent single-thread
+processes scale best (measured: 16 of them 205 images/s, one 16-thread process 40.5; docs/speed.md);
+on a GPU, one process that owns the device.  The CLI (``caption``, with or without ``--output``),
+``Captioner.caption_paths`` and the HTTP server all call it.
+
+``CaptionPool`` is that set of processes: each loads the model once (``api.Captioner`` with its own
+thread count) and captions the batches it is sent; results come back in input order, at most
+``2 x processes`` batches are in flight (memory stays bounded), a worker that dies fails the run
+with a clear error instead of hanging, and Ctrl-C stops every worker (they ignore SIGINT and are
+stopped by the parent, so results already handed back are written and nothing half-done is).
+
+    from captioner import parallel
+    print(parallel.plan())                 # Plan(processes=2, threads=1, cores=2) on two cores
+    with parallel.CaptionPool({"beam_size": 3}, parallel.plan()) as pool:
+        for path, caption in pool.caption_paths(paths, batch_size=16): ...
+
+Workers are started with ``spawn`` (never ``fork``: a forked ONNX Runtime or CUDA context is not
+safe), so a script that uses the pool needs the usual ``if __name__ == "__main__":`` guard.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+# how long the reader waits on the result queue before checking that every worker is still alive
+_POLL_S = 0.5
+
+
+def cores() -> int:
+    """The cores this process may run on (its affinity mask: ``taskset``, cpusets), else all."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):   # macOS, Windows: no affinity mask
+        return os.cpu_count() or 1
+
+
+# images per batch: 16 on a CPU (larger batches gain nothing there; docs/speed.md), 256 on a GPU, whose
+# encoder needs hundreds of images a call to be busy (the issue's H200: 18,600 images/s at 1,024)
+CPU_BATCH, GPU_BATCH = 16, 256
+
+
+@dataclass(frozen=True)
+class Plan:
+    processes: int      # captioning processes (1: this process captions, no pool)
+    threads: int        # intra-op threads of each process's model
+    cores: int          # the cores the plan was made for
+    gpu: bool = False   # one process owns a GPU; the other cores decode images for it
+
+    @property
+    def batch_size(self) -> int:
+        return GPU_BATCH if self.gpu else CPU_BATCH
+
+    @property
+    def pooled(self) -> bool:
+        return self.processes > 1
+
+
+def plan(processes: int | None = None, threads: int | None = None, device: str = "cpu",
+         n_cores: int | None = None) -> Plan:
+    """``processes`` / ``threads`` as the user gave them (None or 0: chosen here).  On a GPU
+    (``device`` cuda or mps) one process holds the device and uses every core for its own work."""
+    n = n_cores or cores()
+    for name, v in (("processes", processes), ("threads", threads)):
+        if v is not None and v < 0:
+            raise ValueError(f"{name} {v}: give 0 (automatic) or a positive number")
+    gpu = str(device or "cpu").lower().startswith(("cuda", "mps"))
+    if gpu and not processes:
+        return Plan(1, threads or n, n, gpu=True)
+    if processes:
+        return Plan(processes, threads or max(n // processes, 1), n)
+    t = threads or 1
+    return Plan(max(n // t, 1), t, n)
+
+
+# numpy's BLAS (the tagger's, the domain check's products) and OpenMP read these when they load: a
+# worker must not start a thread per core of its own, or N workers run N x N threads
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextmanager
+def _child_env(threads: int):
+    """The environment spawned workers inherit: their libraries' thread pools sized to ``threads``
+    (a user's own setting is kept); this process's environment is restored after the start."""
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    for k in _THREAD_VARS:
+        os.environ.setdefault(k, str(threads))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def in_worker() -> bool:
+    """True inside a process started by multiprocessing: no pool is started from there."""
+    return mp.parent_process() is not None
+
+
+def _worker(model: dict, threads: int, tasks, results) -> None:
+    """One worker's life: load the model, caption each (id, paths or (name, bytes), options) task."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent stops us; Ctrl-C must not cut a batch
+    try:
+        from captioner.api import Captioner
+
+        # the text reader keeps to the worker's share of the cores too
+        cap = Captioner(**{**model, "threads": threads, "text_threads": model.get("text_threads") or threads})
+    except BaseException as e:   # the parent says why the model could not load, and stops
+        results.put((None, (type(e).__name__, str(e))))
+        return
+    results.put((None, None))    # ready
+    while (task := tasks.get()) is not None:
+        tid, kind, payload, opts = task
+        try:
+            if kind == "paths":
+                out = list(cap.caption_paths(payload, processes=1, **opts))
+            else:   # one uploaded image: (name, bytes)
+                out = cap.caption_bytes(*payload, **opts)
+            results.put((tid, ("ok", out)))
+        except BaseException as e:   # the parent raises it; the worker stays up for the next task
+            results.put((tid, ("error", (type(e).__name__, str(e)))))
+
+
+class WorkerError(RuntimeError):
+    """A worker process failed: a batch raised, or the process died."""
+
+
+def _error(err: tuple[str, str]) -> Exception:
+    """A worker's (exception name, message) as the parent raises it: the user's errors (a model file
+    that cannot be read, a bad setting, a bad upload) keep their kind, so callers catch them as before."""
+    from captioner.images import ImageError
+
+    name, msg = err
+    kinds = {"ImageError": ImageError, "ValueError": ValueError, "FileNotFoundError": FileNotFoundError,
+             "CheckpointError": ValueError, "OSError": OSError}
+    return kinds[name](msg) if name in kinds else WorkerError(f"{name}: {msg}")
+
+
+class CaptionPool:
+    """``plan.processes`` processes, each with its own model (``api.Captioner(**model)``, ``plan.threads``
+    threads): ``caption_paths`` (ordered, bounded) for files, ``submit_bytes`` (a Future) for uploads."""
+
+    def __init__(self, model: dict, plan: Plan):
+        if in_worker():
+            raise RuntimeError("a caption pool cannot be started inside a worker process")
+        ctx = mp.get_context("spawn")
+        self.plan = plan
+        self.tasks, self.results = ctx.Queue(), ctx.Queue()
+        self.procs = [ctx.Process(target=_worker, args=(dict(model), plan.threads, self.tasks, self.results),
+                                  daemon=True, name=f"captioner-worker-{i}") for i in range(plan.processes)]
+        self.pending: dict[int, Future] = {}
+        self.lock = threading.Lock()
+        self.next_id = 0
+        self.closed = False
+        with _child_env(plan.threads):
+            for p in self.procs:
+                p.start()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.close()
+            raise
+        self.reader = threading.Thread(target=self._read, daemon=True, name="captioner-pool-reader")
+        self.reader.start()
+
+    def _wait_ready(self) -> None:
+        ready = 0
+        while ready < len(self.procs):
+            try:
+                tid, err = self.results.get(timeout=_POLL_S)
+            except queue.Empty:
+                self._check_alive()
+                continue
+            if err is not None:
+                raise _error(err)
+            ready += 1
+
+    def _check_alive(self) -> None:
+        dead = [p for p in self.procs if not p.is_alive()]
+        if dead:
+            raise WorkerError(f"worker process {dead[0].name} stopped (exit code {dead[0].exitcode}); "
+                              "the batches it held were not captioned")
+
+    def _read(self) -> None:
+        """Resolve each task's Future from the result queue; fail them all if a worker dies."""
+        while not self.closed:
+            try:
+                tid, (status, value) = self.results.get(timeout=_POLL_S)
+            except queue.Empty:
+                try:
+                    self._check_alive()
+                except WorkerError as e:
+                    self._fail_all(e)
+                    return
+                continue
+            except (EOFError, OSError, ValueError):   # the queue was closed under us: the pool is closing
+                return
+            with self.lock:
+                fut = self.pending.pop(tid, None)
+            if fut is not None and not fut.done():   # a cancelled one (the consumer stopped) is dropped
+                fut.set_result(value) if status == "ok" else fut.set_exception(_error(value))
+
+    def _fail_all(self, err: Exception) -> None:
+        with self.lock:
+            futs, self.pending = list(self.pending.values()), {}
+        for f in futs:
+            if not f.done():
+                f.set_exception(err)
+
+    def submit(self, kind: str, payload, opts: dict) -> Future:
+        if self.closed:
+            raise RuntimeError("the caption pool is closed")
+        fut: Future = Future()
+        with self.lock:
+            tid, self.next_id = self.next_id, self.next_id + 1
+            self.pending[tid] = fut
+        self.tasks.put((tid, kind, payload, opts))
+        return fut
+
+    def submit_bytes(self, data: bytes, name: str, **opts) -> Future:
+        """One uploaded image -> a Future of its Caption (``ImageError`` for a bad upload)."""
+        return self.submit("bytes", (name, data), opts)
+
+    def caption_paths(self, paths, batch_size: int = 16, **opts):
+        """Yield (path, Caption or error message) in input order, as ``Captioner.caption_paths``
+        does; the batches are the same ones (consecutive ``batch_size`` slices)."""
+        paths = list(paths)
+        starts = list(range(0, len(paths), batch_size))
+        ahead = 2 * len(self.procs)
+        inflight: list[Future] = []
+        try:
+            for lo in starts:
+                inflight.append(self.submit("paths", paths[lo:lo + batch_size],
+                                            {"batch_size": batch_size, **opts}))
+                if len(inflight) > ahead:
+                    yield from inflight.pop(0).result()
+            while inflight:
+                yield from inflight.pop(0).result()
+        finally:
+            for f in inflight:   # stopped early (an error, Ctrl-C, a consumer that broke off)
+                f.cancel()
+
+    def close(self) -> None:
+        """Stop the workers: a sentinel each, a short wait, then terminate what is still running."""
+        if self.closed:
+            return
+        self.closed = True
+        for _ in self.procs:
+            try:
+                self.tasks.put_nowait(None)
+            except (ValueError, OSError):
+                break
+        for p in self.procs:
+            if p.pid is not None:
+                p.join(timeout=2.0)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=2.0)
+        self._fail_all(WorkerError("the caption pool was closed"))
+        for q in (self.tasks, self.results):
+            q.cancel_join_thread()
+            q.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def plan_for(model: dict, processes: int | None = None, threads: int | None = None) -> Plan:
+    """The plan for a model given as ``api.Captioner``'s keyword arguments (one process on a GPU)."""
+    from captioner import runtime
+
+    gpu = runtime.uses_gpu(model.get("backend", "auto"), model.get("device", "auto"), model.get("precision", "auto"))
+    return plan(processes, threads, "cuda" if gpu else "cpu")
+
+
+def caption_paths(model: dict, paths, batch_size: int | None = None, processes: int | None = None,
+                  threads: int | None = None, workers: int = 0, **opts):
+    """The CLI's way in: yield (path, Caption or error message) in input order, from a pool of
+    worker processes where the plan has several (the model is then never loaded here), else from a
+    model in this process with ``plan.threads`` threads (and ``workers`` decoding threads, or on a
+    GPU decoding processes).  ``batch_size`` None: the plan's (16 on a CPU, 256 on a GPU)."""
+    from captioner.api import Captioner
+
+    paths = list(paths)
+    p = plan_for(model, processes, threads)
+    batch_size = batch_size or p.batch_size
+    if p.pooled and len(paths) > batch_size and not in_worker():
+        with CaptionPool(model, p) as pool:
+            yield from pool.caption_paths(paths, batch_size, **opts)
+        return
+    # a short list that does not fill two batches runs here, on every core the plan had
+    cap = Captioner(**{**model, "threads": model.get("threads") or threads or (p.cores if p.pooled else p.threads)})
+    yield from cap.caption_paths(paths, batch_size, workers, processes=1, **opts)

@@ -1,0 +1,182 @@
+"""The whole machine: the plan (processes x threads from the affinity mask), the pool of worker
+processes (same records as one process, in order, errors named), the colour statistics (the same
+numbers as before they were made faster), the exact top-k, and the GPU path's decoding and
+normalisation (run on the CPU here).  Uses the shipped model and the bundled examples."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from captioner import parallel
+from captioner.training.checkpoint import DEFAULT_MODEL
+
+EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[1] / "src/captioner/examples").iterdir()
+                  if p.suffix in (".jpg", ".png"))
+needs_model = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model")
+
+
+def test_plan_follows_the_affinity_mask_and_the_device():
+    assert parallel.cores() == len(os.sched_getaffinity(0))
+    assert parallel.plan(n_cores=16) == parallel.Plan(16, 1, 16)             # one single-thread process a core
+    assert parallel.plan(n_cores=16, threads=4) == parallel.Plan(4, 4, 16)
+    assert parallel.plan(2, n_cores=16) == parallel.Plan(2, 8, 16)            # the cores shared out
+    gpu = parallel.plan(n_cores=16, device="cuda:0")
+    assert gpu == parallel.Plan(1, 16, 16, gpu=True) and gpu.batch_size == parallel.GPU_BATCH   # one process owns a GPU
+    assert not parallel.plan(n_cores=1).pooled
+    with pytest.raises(ValueError, match="processes -1"):
+        parallel.plan(-1)
+
+
+def _old_colour_features(images: np.ndarray) -> np.ndarray:
+    """The colour statistics as the kind model was trained on them (the batch version they replace)."""
+    q_levels = 16
+    x = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
+    b = x.shape[0]
+    q = np.minimum((x * q_levels).astype(np.int32), q_levels - 1)
+    codes = (q[:, 0] * q_levels + q[:, 1]) * q_levels + q[:, 2]
+    n = codes[0].size
+    out = np.zeros((b, 12), np.float32)
+    mx, mn = x.max(1), x.min(1)
+    sat = (mx - mn) / np.maximum(mx, 1e-6)
+    lum = x.mean(1)
+    grad = np.abs(np.diff(lum, axis=2))[:, :-1, :] + np.abs(np.diff(lum, axis=1))[:, :, :-1]
+    for i in range(b):
+        counts = np.sort(np.bincount(codes[i].ravel(), minlength=q_levels ** 3))[::-1]
+        out[i, :4] = counts[0] / n, counts[:4].sum() / n, counts[:16].sum() / n, \
+            np.log1p((counts > 0).sum()) / np.log(q_levels ** 3)
+    for j, v in enumerate((sat, sat < 0.08, mn > 0.92, mx < 0.08)):
+        out[:, 4 + j] = v.reshape(b, -1).mean(1)
+    out[:, 8] = lum.reshape(b, -1).std(1)
+    for j, v in enumerate((grad < 0.01, grad > 0.25, grad)):
+        out[:, 9 + j] = v.reshape(b, -1).mean(1)
+    return out
+
+
+def test_colour_statistics_are_the_same_numbers_as_before():
+    from captioner.images import open_image
+    from captioner.knowledge.kind import colour_features
+    from captioner.preprocess import IMAGENET_MEAN, IMAGENET_STD, to_array, to_pixels
+
+    x = np.stack([to_array(open_image(p)) for p in EXAMPLES])
+    expected = _old_colour_features(to_pixels(x))
+    assert np.array_equal(colour_features(to_pixels(x)), expected)                    # bit for bit
+    assert np.array_equal(colour_features(x, IMAGENET_MEAN, IMAGENET_STD), expected)  # from the encoder's input
+
+
+def test_top_k_is_a_stable_argsort():
+    from captioner.knowledge.tags import top_k
+
+    rng = np.random.default_rng(0)
+    p = np.round(rng.random((50, 1000)), 2)   # many ties
+    assert np.array_equal(top_k(p, 5), np.argsort(-p, axis=1, kind="stable")[:, :5])
+
+
+@needs_model
+def test_pool_gives_the_records_of_one_process_in_order(tmp_path):
+    from captioner.api import Captioner
+    from captioner.library.results import record
+
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    paths = [str(p) for p in EXAMPLES[:5]] + [str(bad)] + [str(p) for p in EXAMPLES[5:]]
+    cap = Captioner(threads=1, read_text="never")
+    one = [record(p, r) for p, r in cap.caption_paths(paths, batch_size=2, processes=1)]
+    pooled = [record(p, r) for p, r in cap.caption_paths(paths, batch_size=2, processes=2)]
+    assert pooled == one
+    assert [r["image"] for r in pooled] == paths and "error" in pooled[5]
+
+
+@needs_model
+def test_pool_names_a_model_that_cannot_load(tmp_path):
+    missing = tmp_path / "missing.safetensors"
+    with pytest.raises((ValueError, OSError), match="missing.safetensors"):
+        list(parallel.caption_paths({"path": str(missing)}, [str(p) for p in EXAMPLES], batch_size=2, processes=2))
+
+
+@needs_model
+def test_pool_uploads_and_a_bad_upload():
+    from captioner.images import ImageError
+
+    with parallel.CaptionPool({"read_text": "never"}, parallel.plan(2, 1)) as pool:
+        good = pool.submit_bytes(EXAMPLES[0].read_bytes(), EXAMPLES[0].name)
+        bad = pool.submit_bytes(b"nonsense", "x.jpg")
+        assert good.result(timeout=120).text
+        with pytest.raises(ImageError, match="x.jpg"):
+            bad.result(timeout=120)
+
+
+@needs_model
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
+def test_device_batches_match_the_cpu_path():
+    """The GPU path (decoding processes, uint8 pixels normalised by the back-end), run on the CPU."""
+    from captioner.api import Captioner
+
+    cap = Captioner(backend="torch", device="cpu", precision="fp32", read_text="never", threads=1)
+    paths = [str(p) for p in EXAMPLES[:4]]
+    plain = list(cap._batches(paths, 2))
+    device = list(cap._device_batches(paths, 2, workers=1))
+    for (b1, i1, x1), (b2, i2, x2, colour) in zip(plain, device):
+        assert b1 == b2 and i1 == i2
+        size = cap.sizes[0]
+        assert np.array_equal(x1[size], x2[size].numpy())            # the same normalised numbers
+        assert np.array_equal(colour, cap._colour(x1))
+        assert [c.text for c in cap.caption_tensors(x1)] == [c.text for c in cap.caption_tensors(x2, colour=colour)]
+
+
+@needs_model
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_and_a_rerun_finishes(tmp_path):
+    """Ctrl-C during a pooled library run: exit 130 within seconds, no worker left, every record
+    written is whole, and the rerun captions exactly the photos that were missing."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        for p in EXAMPLES:
+            if p.suffix == ".jpg":
+                (photos / f"{i}_{p.name}").write_bytes(p.read_bytes())
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "captioner", "caption", str(photos), "--output", str(out), "--batch-size", "2",
+           "--processes", "2", "--read-text", "never"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not out.exists() or not out.read_text().strip()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    t = time.time()
+    assert proc.wait(60) == 130
+    assert time.time() - t < 30
+    kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert not kids
+    first = [json.loads(line) for line in out.read_text().splitlines()]
+    total = len(list(photos.iterdir()))
+    assert 0 < len(first) < total
+    subprocess.run(cmd, check=True, capture_output=True)
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == total and len({r["image"] for r in recs}) == total
+
+
+@needs_model
+def test_the_examples_give_the_numbers_they_gave_before_the_speed_work():
+    """Bit-identical where the arithmetic did not change: the records of the bundled examples as
+    commit 3522a2b wrote them (tests/fixtures/README.md), in one process and from the pool."""
+    import json
+
+    from captioner.api import Captioner
+
+    expected = json.loads((Path(__file__).parent / "fixtures" / "examples_3522a2b.json").read_text())
+    cap = Captioner(read_text="never")
+    keys = [k for k in expected[0] if k != "image"]
+    for processes in (1, 2):
+        got = [{"image": Path(p).name, **{k: r.to_dict()[k] for k in keys}}
+               for p, r in cap.caption_paths([str(p) for p in EXAMPLES], 4, processes=processes)]
+        assert got == expected, processes
