@@ -140,7 +140,9 @@ def test_ctrl_c_stops_the_workers_and_a_rerun_finishes(tmp_path):
 
     photos = tmp_path / "photos"
     photos.mkdir()
-    for i in range(6):
+    # enough photos that the run cannot end between its first record and the signal on a fast, quiet
+    # machine (with 24 it could: the run ended with 0 before Ctrl-C arrived)
+    for i in range(50):
         for p in EXAMPLES:
             if p.suffix == ".jpg":
                 (photos / f"{i}_{p.name}").write_bytes(p.read_bytes())
