@@ -54,7 +54,6 @@ class ToyFormat:
 
 
 def register(monkeypatch):
-    import captioner.documents as documents
     from captioner.documents import formats
 
     real = formats.format_for
@@ -64,7 +63,7 @@ def register(monkeypatch):
     def format_for(path):
         return toy if str(path).lower().endswith(".toy") else real(path)
 
-    monkeypatch.setattr(documents, "format_for", format_for)
+    monkeypatch.setattr(formats, "format_for", format_for)
     return toy
 
 

@@ -12,7 +12,7 @@ A format answers two questions and knows nothing of captioning:
 
 Zip formats also hand out an embedded picture's bytes: ``image_bytes(path, data, member)``.
 Walking folders, resolving ``src`` (``paths.py``), captioning, atomic replacement and ``--diff`` live
-once, above the formats, in ``documents/__init__.py``.
+once, above the formats, in ``reading.py``, ``filling.py`` and ``writing.py``.
 
     python -m captioner.documents.formats     # lists the formats and their suffixes
 """

@@ -2,7 +2,7 @@
 the document says around it), and the status rules of ``captioner check``.
 
 Every format module (html, markdown, ooxml, epub) produces ImageRefs; the orchestration above the
-formats (``documents/__init__.py``) resolves each ``src`` to an image and sets ``status``.  The rules
+formats (``reading.py``) resolves each ``src`` to an image and sets ``status``.  The rules
 here decide the status from the alt text alone, so ``check`` never needs the model:
 
 - ``missing``: no alt text at all (no ``alt`` attribute; in Markdown also ``![](x.png)``, as
