@@ -182,3 +182,31 @@ def test_the_examples_give_the_numbers_they_gave_before_the_speed_work():
         got = [{"image": Path(p).name, **{k: r.to_dict()[k] for k in keys}}
                for p, r in cap.caption_paths([str(p) for p in EXAMPLES], 4, processes=processes)]
         assert got == expected, processes
+
+
+@needs_model
+def test_workers_do_not_outlive_a_killed_parent(tmp_path):
+    """A parent killed with SIGKILL cannot close its pool: its workers notice and exit on their own."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time\n"
+            "from captioner.parallel import CaptionPool, Plan\n"
+            "pool = CaptionPool({'read_text': 'never'}, Plan(processes=2, threads=1, cores=2))\n"
+            "print(' '.join(str(p.pid) for p in pool.procs), flush=True)\n"
+            "time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    kids = [int(x) for x in parent.stdout.readline().split()]
+    assert len(kids) == 2
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(30)
+    deadline = time.time() + 20
+    alive = kids
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [k for k in kids if subprocess.run(["kill", "-0", str(k)], capture_output=True).returncode == 0
+                 and "Z" not in subprocess.run(["ps", "-o", "stat=", "-p", str(k)], capture_output=True,
+                                               text=True).stdout]
+    assert not alive, f"workers {alive} outlived their parent"

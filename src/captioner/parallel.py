@@ -109,6 +109,17 @@ def in_worker() -> bool:
     return mp.parent_process() is not None
 
 
+def _next_task(tasks, parent: int):
+    """The next task, or None when the pool says stop or when the parent is gone: a parent killed without
+    closing its pool (SIGKILL, a crash) must not leave its workers waiting for ever."""
+    while True:
+        try:
+            return tasks.get(timeout=_POLL_S)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return None
+
+
 def _worker(model: dict, threads: int, tasks, results) -> None:
     """One worker's life: load the model, caption each (id, paths or (name, bytes), options) task."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent stops us; Ctrl-C must not cut a batch
@@ -121,7 +132,8 @@ def _worker(model: dict, threads: int, tasks, results) -> None:
         results.put((None, (type(e).__name__, str(e))))
         return
     results.put((None, None))    # ready
-    while (task := tasks.get()) is not None:
+    parent = os.getppid()
+    while (task := _next_task(tasks, parent)) is not None:
         tid, kind, payload, opts = task
         try:
             if kind == "paths":
