@@ -156,10 +156,6 @@ def format_for(path) -> EpubFormat:
 
 
 if __name__ == "__main__":
-    try:
-        for arg in sys.argv[1:]:
-            with open(arg, "rb") as fh:
-                for r in format_for(arg).read(arg, fh.read()):
-                    print(r.key, r.embedded, repr(r.alt), "decorative" if r.decorative else "", r.context.to_dict())
-    except DocumentError as err:
-        sys.exit(f"captioner: {err}")
+    from captioner.documents.formats import main
+
+    sys.exit(main(sys.argv[1:]))

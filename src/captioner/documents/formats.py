@@ -75,6 +75,33 @@ def format_for(path: str | Path) -> Format | None:
     return importlib.import_module(f"captioner.documents.{module}").format_for(path)
 
 
+def main(argv: list[str]) -> int:
+    """``python -m captioner.documents.<any format> FILE…``: each document's references as JSON lines (with
+    key, decorative mark and context); no FILE: the formats and their suffixes."""
+    import json
+    import sys
+
+    if not argv:
+        for suffix, module in SUFFIXES.items():
+            print(f"{suffix}\tcaptioner.documents.{module}")
+        return 0
+    for path in argv:
+        try:
+            fmt = format_for(path)
+            if fmt is None:
+                raise DocumentError(path, "not a document captioner reads (" + " ".join(SUFFIXES) + ")")
+            with open(path, "rb") as f:
+                refs = fmt.read(path, f.read())
+        except (DocumentError, OSError) as e:
+            print(f"captioner: error: {e}", file=sys.stderr)
+            return 2
+        for ref in refs:
+            print(json.dumps({**ref.to_dict(), "key": ref.key, "embedded": ref.embedded,
+                              "decorative": ref.decorative, "context": ref.context.to_dict()}, ensure_ascii=False))
+    return 0
+
+
 if __name__ == "__main__":
-    for suffix, module in SUFFIXES.items():
-        print(f"{suffix}\tcaptioner.documents.{module}")
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

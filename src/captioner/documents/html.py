@@ -39,7 +39,6 @@ XHTML members), all offsets being indices into the decoded text:
 from __future__ import annotations
 
 import codecs
-import json
 import sys
 from bisect import bisect_right
 from dataclasses import dataclass, field
@@ -695,8 +694,6 @@ def format_for(path) -> HtmlFormat:
 
 
 if __name__ == "__main__":
-    for path in sys.argv[1:]:
-        with open(path, "rb") as f:
-            for ref in read(path, f.read()):
-                print(json.dumps({**ref.to_dict(), "key": ref.key, "decorative": ref.decorative,
-                                  "context": ref.context.to_dict()}, ensure_ascii=False))
+    from captioner.documents.formats import main
+
+    sys.exit(main(sys.argv[1:]))

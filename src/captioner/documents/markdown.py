@@ -20,7 +20,6 @@ syntax is refused with a DocumentError: it would read back as missing.
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -390,8 +389,6 @@ def format_for(path) -> MarkdownFormat:
 
 
 if __name__ == "__main__":
-    for path in sys.argv[1:]:
-        with open(path, "rb") as f:
-            for ref in read(path, f.read()):
-                print(json.dumps({**ref.to_dict(), "key": ref.key, "decorative": ref.decorative,
-                                  "context": ref.context.to_dict()}, ensure_ascii=False))
+    from captioner.documents.formats import main
+
+    sys.exit(main(sys.argv[1:]))
