@@ -405,7 +405,7 @@ def main(argv=None) -> int:
     p.add_argument("paths", nargs="+", metavar="PATH", help="documents or folders")
     p.add_argument("--root", default=None, metavar="DIR", help="the site's top folder, for paths such as /img/x.png")
     p.add_argument("--format", choices=["text", "jsonl"], default="text",
-                   help="text: one line per missing or suspicious image (file:line:column: status: src); jsonl: one "
+                   help="text: one line per missing or suspicious image (file:line:column: status: src (why)); jsonl: one "
                         "object per reference with document, location, src, image, alt, status")
     p.set_defaults(func=_check)
 
