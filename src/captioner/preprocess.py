@@ -19,11 +19,21 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def to_array(image: Image.Image, size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
     """PIL image -> normalised float32 array [3, size, size]."""
+    return normalise(resized(image, size), mean, std)
+
+
+def resized(image: Image.Image, size: int = 224) -> np.ndarray:
+    """PIL image -> uint8 pixels [size, size, 3]: RGB, resized to the square without cropping (bicubic)."""
     if image.mode != "RGB":
         image = image.convert("RGB")
     if image.size != (size, size):
         image = image.resize((size, size), Image.BICUBIC)
-    x = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def normalise(pixels: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """uint8 pixels [size, size, 3] -> float32 [3, size, size] in [0, 1], less the mean, over the std."""
+    x = pixels.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
     m = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
     s = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
     return (x - m) / s
@@ -39,20 +49,18 @@ def to_pixels(x: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray
 def decode_batch(paths: list, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """Open and resize a batch of files (in a decoding process, for a GPU) -> (errors: one message or
     None per path, uint8 pixels [b, size, size, 3] of the readable ones, their colour statistics
-    [b, 12] (``knowledge/kind.py``)).  The pixels are what ``to_array`` normalises, so normalising
-    them on the device (``backends/torch.py``) gives its numbers; the colour statistics are computed
-    here, from ``to_array``'s own arrays, exactly as on the CPU path."""
+    [b, 12] (``knowledge/kind.py``)).  The pixels are ``resized``'s, which ``to_array`` normalises, so
+    normalising them on the device (``backends/torch.py``) gives its numbers; the colour statistics are
+    computed here, from ``normalise``'s arrays, exactly as on the CPU path."""
     from captioner.images import ImageError, open_image
     from captioner.knowledge.kind import colour_stats
 
     errors, pixels, colour = [], [], []
     for path in paths:
         try:
-            image = open_image(path)
-            if image.size != (size, size):
-                image = image.resize((size, size), Image.BICUBIC)
-            pixels.append(np.asarray(image, dtype=np.uint8))
-            colour.append(colour_stats(to_array(image, size, mean, std), mean, std))
+            px = resized(open_image(path), size)
+            pixels.append(px)
+            colour.append(colour_stats(normalise(px, mean, std), mean, std))
             errors.append(None)
         except ImageError as e:
             errors.append(str(e))
