@@ -64,6 +64,27 @@ def topk(x, k: int, xp=None):
     xp = xp or array_namespace(x)
     if is_torch_namespace(xp):
         return x.topk(k, dim=-1)
+    if k > 8:
+        return _topk_select(x, k)
+    # k passes of argmax (SIMD in numpy) beat argpartition's selection about 20 times over the
+    # beams x vocabulary of a search step (benchmarks/bench_cores.py profiles the search); equal
+    # values come lowest index first
+    flat = np.array(x, copy=True).reshape(-1, x.shape[-1])
+    rows = np.arange(flat.shape[0])
+    idx = np.empty((flat.shape[0], k), np.intp)
+    short = np.zeros(flat.shape[0], bool)     # rows whose maximum was -inf already (taken, or never finite)
+    for j in range(k):
+        i = np.argmax(flat, axis=-1)
+        idx[:, j] = i
+        short |= np.isneginf(flat[rows, i])
+        flat[rows, i] = NINF
+    vals = np.take_along_axis(x.reshape(flat.shape), idx, axis=-1)
+    if short.any():   # fewer than k finite values: argmax would repeat an index; select among distinct ones
+        vals[short], idx[short] = _topk_select(x.reshape(flat.shape)[short], k)
+    return vals.reshape(*x.shape[:-1], k), idx.reshape(*x.shape[:-1], k)
+
+
+def _topk_select(x, k: int):
     part = np.argpartition(-x, k - 1, axis=-1)[..., :k]        # unordered top k, then ordered
     vals = np.take_along_axis(x, part, axis=-1)
     order = np.argsort(-vals, axis=-1, kind="stable")

@@ -47,8 +47,33 @@ class _Workspace:
     def __init__(self, shape):
         h, w = shape
         self.px, self.q = np.empty((3, h, w), np.float32), np.empty((3, h, w), np.float32)
-        self.mx, self.mn, self.sat, self.den, self.lum = (np.empty((h, w), np.float32) for _ in range(5))
+        self.mx, self.mn, self.sat, self.den, self.lum, self.dev = (np.empty((h, w), np.float32) for _ in range(6))
         self.gy, self.gx = np.empty((h - 1, w), np.float32), np.empty((h, w - 1), np.float32)
+        self.grad = np.empty((h - 1, w - 1), np.float32)
+        self.codes = np.empty((h, w), np.intp)
+
+
+_ZERO, _ONE, _TINY, _TOP, _INF = (np.float32(v) for v in (0.0, 1.0, 1e-6, QUANT - 1, np.inf))
+
+
+def _mean(a: np.ndarray) -> np.float32:
+    """``a.reshape(1, -1).mean(1)[0]`` by numpy's own steps: a float32 sum along the row, divided in
+    place by the count (a float32 result; divided out of place it would be float64)."""
+    total = np.add.reduce(a.reshape(1, -1), axis=1)
+    return np.true_divide(total, np.intp(a.size), out=total, casting="unsafe")[0]
+
+
+def _std(a: np.ndarray, dev: np.ndarray) -> np.float32:
+    """``a.reshape(1, -1).std(1)[0]`` by numpy's steps, with the deviations in ``dev`` (no new array)."""
+    row, n = a.reshape(1, -1), np.intp(a.size)
+    mean = np.add.reduce(row, axis=1, keepdims=True)
+    np.true_divide(mean, n, out=mean, casting="unsafe")
+    d = dev.reshape(1, -1)
+    np.subtract(row, mean, out=d)
+    np.square(d, out=d)
+    var = np.add.reduce(d, axis=1)
+    np.true_divide(var, n, out=var, casting="unsafe")
+    return np.sqrt(var, out=var)[0]
 
 
 def colour_stats(image: np.ndarray, mean=None, std=None, work: _Workspace | None = None) -> np.ndarray:
@@ -56,9 +81,11 @@ def colour_stats(image: np.ndarray, mean=None, std=None, work: _Workspace | None
 
     Computed image by image in buffers that are reused and stay in the cache, with the channel
     maximum, minimum and mean taken element-wise rather than as reductions over the channel axis
-    (numpy's strided reductions were the slowest part): the same float32 operations in the same
-    order as the batch version the kind model was fitted with, so the same numbers bit for bit
-    (tests/test_parallel.py) and the classifier reads exactly what it was trained on."""
+    (numpy's strided reductions were the slowest part), and bounds applied with ``clip`` (numpy's
+    maximum and minimum against a scalar take a slow path, three times ``clip``'s time): the same
+    float32 operations in the same order as the batch version the kind model was fitted with, so
+    the same numbers bit for bit (tests/test_parallel.py) and the classifier reads exactly what it
+    was trained on."""
     x = np.asarray(image, dtype=np.float32)
     w = work if work is not None and work.px.shape == x.shape else _Workspace(x.shape[-2:])
     px = w.px
@@ -67,21 +94,22 @@ def colour_stats(image: np.ndarray, mean=None, std=None, work: _Workspace | None
         for c in range(3):
             np.multiply(x[c], s[c], out=px[c])
             np.add(px[c], m[c], out=px[c])
-        np.clip(px, 0.0, 1.0, out=px)
+        np.clip(px, _ZERO, _ONE, out=px)
     else:
-        np.clip(x, 0.0, 1.0, out=px)
+        np.clip(x, _ZERO, _ONE, out=px)
     r, g, b = px[0], px[1], px[2]
     # colour codes: floor(x * 16) capped at 15 per channel (exact in float32: x * 16 only shifts the
     # exponent, and the codes are whole numbers below 4,096), then r * 256 + g * 16 + b
     q = w.q
     np.multiply(px, QUANT, out=q)
     np.floor(q, out=q)
-    np.minimum(q, QUANT - 1, out=q)
+    np.clip(q, _ZERO, _TOP, out=q)
     np.multiply(q[0], QUANT, out=q[0])
     np.add(q[0], q[1], out=q[0])
     np.multiply(q[0], QUANT, out=q[0])
     np.add(q[0], q[2], out=q[0])
-    codes = q[0].astype(np.intp)
+    codes = w.codes
+    np.copyto(codes, q[0], casting="unsafe")
     n = codes.size
     out = np.zeros(12, np.float32)
     mx, mn, sat, lum = w.mx, w.mn, w.sat, w.lum
@@ -90,32 +118,35 @@ def colour_stats(image: np.ndarray, mean=None, std=None, work: _Workspace | None
     np.minimum(r, g, out=mn)
     np.minimum(mn, b, out=mn)
     np.subtract(mx, mn, out=sat)
-    np.maximum(mx, np.float32(1e-6), out=w.den)
+    np.clip(mx, _TINY, _INF, out=w.den)     # max(mx, 1e-6)
     np.divide(sat, w.den, out=sat)
     np.add(r, g, out=lum)                   # x.mean(axis=0) in float32: ((r + g) + b) / 3
     np.add(lum, b, out=lum)
     np.divide(lum, np.float32(3), out=lum)
-    gy, gx = w.gy, w.gx
+    gy, gx, grad = w.gy, w.gx, w.grad
     np.subtract(lum[1:], lum[:-1], out=gy)
     np.abs(gy, out=gy)
     np.subtract(lum[:, 1:], lum[:, :-1], out=gx)
     np.abs(gx, out=gx)
-    grad = gx[:-1, :] + gy[:, :-1]
-    counts = np.sort(np.bincount(codes.ravel(), minlength=QUANT ** 3))[::-1]
+    np.add(gx[:-1, :], gy[:, :-1], out=grad)
+    # the colours' pixel counts, largest first; only the colours present (sorting the 4,096 bins,
+    # mostly empty for a photo, cost more than counting them)
+    counts = np.bincount(codes.ravel(), minlength=QUANT ** 3)
+    counts = np.sort(counts[counts > 0].astype(np.int32))[::-1]
     out[0] = counts[0] / n
     out[1] = counts[:4].sum() / n
     out[2] = counts[:16].sum() / n
-    out[3] = np.log1p((counts > 0).sum()) / np.log(QUANT ** 3)
+    out[3] = np.log1p(counts.size) / np.log(QUANT ** 3)
     # a share of pixels: the count over n, as the mean of the 0/1 mask in float64 is (its sum is exact)
     m = grad.size
-    out[4] = sat.reshape(1, -1).mean(1)[0]
+    out[4] = _mean(sat)
     out[5] = np.count_nonzero(sat < 0.08) / n                                # grey share
     out[6] = np.count_nonzero(mn > 0.92) / n                                 # near white
     out[7] = np.count_nonzero(mx < 0.08) / n                                 # near black
-    out[8] = lum.reshape(1, -1).std(1)[0]
+    out[8] = _std(lum, w.dev)
     out[9] = np.count_nonzero(grad < 0.01) / m                               # flat
     out[10] = np.count_nonzero(grad > 0.25) / m                              # sharp edges
-    out[11] = grad.reshape(1, -1).mean(1)[0]
+    out[11] = _mean(grad)
     return out
 
 
