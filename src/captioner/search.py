@@ -237,8 +237,14 @@ def _generate(model, feats, beam_size, max_len, length_penalty, n_best, no_repea
             finished = xp.where(has_req, met, finished)
         if step == max_len:
             finished = xp.ones((n,), dtype=xp.bool, device=dev)
-        for j in [int(j) for j in xp.nonzero(finished & ~recorded)[0]]:
-            final[int(images[j])] = (scores[j], lengths[j], tokens[j], alphas[j] if alphas is not None else None)
+        ended = xp.nonzero(finished & ~recorded)[0]
+        if ended.shape[0]:
+            # the images that ended at this step, brought to the CPU together: one copy per array, where
+            # an index read and four copies per image each waited for a GPU
+            got = [np.asarray(to_device(_rows(x, ended, xp), "cpu")) if x is not None else None
+                   for x in (images, scores, lengths, tokens, alphas)]
+            for j, b in enumerate(got[0].tolist()):
+                final[b] = tuple(x[j] if x is not None else None for x in got[1:])
         recorded = finished
         if bool(xp.all(recorded)):
             break
@@ -257,8 +263,8 @@ def _generate(model, feats, beam_size, max_len, length_penalty, n_best, no_repea
             words, recorded = _rows(words, rows, xp), _rows(recorded, keep, xp)
 
     def best(b: int, sl: slice) -> list[Hypothesis]:
-        sc, ln, tk, al = (to_device(t[sl], "cpu") if t is not None else None for t in final[b])
-        sc, ln, tk = np.asarray(sc, dtype=np.float32), np.asarray(ln, dtype=np.float32), np.asarray(tk)
+        sc, ln, tk, al = (t[sl] if t is not None else None for t in final[b])
+        sc, ln = np.asarray(sc, dtype=np.float32), np.asarray(ln, dtype=np.float32)
         norm = sc / np.maximum(ln, 1.0) ** length_penalty
         hyps = []
         for k in np.argsort(-norm, kind="stable")[:n_best].tolist():
