@@ -12,6 +12,8 @@ What it measures, each part skipped with a note where the machine lacks what it 
   the bf16 decoder; each run repeats the photo list until ``--seconds`` have passed, after one
   warm-up batch; images/s, the GPU's mean utilisation (``nvidia-smi``, sampled every 100 ms) and
   the share of captions identical to the CPU's.
+* ``main_process_profile``: where the one process driving the GPU spends its time (cProfile, batch 256):
+  with ``main_process_cpu_pct`` of each run near 100 %, that process, not the GPU, sets the rate.
 * ``encoder_alone``: the encoder on random device tensors (fp32, and bf16 autocast): the ceiling.
 * ``decoding_alone``: the decoding processes alone (files -> uint8 pixels + colour statistics).
 * ``onnx_cuda``: ONNX Runtime's CUDA provider, where ``onnxruntime-gpu`` is installed.
@@ -91,7 +93,7 @@ def timed_captions(cap, paths: list[str], batch_size: int, beam: int, seconds: f
     longest = max(50_000, 4 * batch_size)
     repeated = paths * max(1, longest // len(paths))
     first: dict = {}
-    n, t0, t_first = 0, time.perf_counter(), None
+    n, t0, t_first, cpu0 = 0, time.perf_counter(), None, time.process_time()
     for path, res in cap.caption_paths(repeated, batch_size, workers, beam_size=beam, processes=1, attention=False):
         n += 1
         if n <= len(paths):
@@ -101,9 +103,13 @@ def timed_captions(cap, paths: list[str], batch_size: int, beam: int, seconds: f
         if n % batch_size == 0 and time.perf_counter() - t0 >= seconds:
             break
     end = time.perf_counter()
+    # this process's own CPU time (its threads together) over the wall time: near 100 %, the one
+    # process that drives the GPU is what limits the rate, not the GPU
+    busy = 100 * (time.process_time() - cpu0) / (end - t0)
     steady = (n - batch_size) / (end - t_first) if t_first and n > batch_size and end > t_first else None
     return {"images": n, "seconds": round(end - t0, 2), "images_per_s": round(n / (end - t0), 1),
-            "images_per_s_after_first_batch": round(steady, 1) if steady else None, "captions": first}
+            "images_per_s_after_first_batch": round(steady, 1) if steady else None,
+            "main_process_cpu_pct": round(busy, 1), "captions": first}
 
 
 def identical(a: dict, b: dict) -> float | None:
@@ -153,6 +159,29 @@ def torch_cuda(paths: list[str], ref: dict, seconds: float, batches: list[int], 
         if cuda:
             torch.cuda.empty_cache()
     return out
+
+
+def main_process_profile(paths: list[str], batch: int, seconds: float, device: str = "cuda", top: int = 20) -> dict:
+    """Where the driving process spends its time while the GPU captions (cProfile, one run of about
+    ``seconds``): the ``top`` functions by their own time.  Under the profiler everything is slower;
+    the shares are what guides the next step."""
+    import cProfile
+    import pstats
+
+    from captioner.api import Captioner
+
+    cap = Captioner(backend="torch", device=device, read_text="never")
+    list(cap.caption_paths(paths[:batch], batch, beam_size=3, processes=1, attention=False))
+    prof = cProfile.Profile()
+    prof.enable()
+    r = timed_captions(cap, paths, batch, 3, seconds)
+    prof.disable()
+    stats = pstats.Stats(prof)
+    total = sum(v[2] for v in stats.stats.values())
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    return {"batch": batch, "images": r["images"], "images_per_s_under_profiler": r["images_per_s"],
+            "own_time_share": [{"function": f"{Path(f).name}:{line} {name}", "calls": v[1],
+                                "share_pct": round(100 * v[2] / total, 1)} for (f, line, name), v in rows]}
 
 
 def encoder_alone(batches: list[int], device: str = "cuda", reps: int = 10) -> dict:
@@ -288,6 +317,9 @@ def main() -> int:
         if gpu:
             batches = [64, 256] + ([1024] if len(paths) >= 256 else [])
             summary["torch_cuda"] = torch_cuda(paths, ref, args.seconds, batches, deadline - 150)
+            if time.time() < deadline - 140:
+                log("main process profile")
+                summary["main_process_profile"] = main_process_profile(paths, 256, min(args.seconds, 10))
             log("encoder alone")
             summary["encoder_alone_images_per_s"] = encoder_alone([256, 1024])
             summary["onnx_cuda"] = onnx_cuda(paths, ref, args.seconds)
@@ -299,6 +331,7 @@ def main() -> int:
                 log("torch back-end on the CPU (dry run of the GPU part)")
                 summary["torch_cpu_dry_run"] = torch_cuda(paths[:16], ref, 1.0, [8], deadline - 150, "cpu", ("fp32",))
                 summary["encoder_alone_cpu_dry_run"] = encoder_alone([4], "cpu", reps=1)
+                summary["main_process_profile_cpu_dry_run"] = main_process_profile(paths[:16], 8, 1.0, "cpu", top=8)
         log("decoding processes alone")
         summary["decoding_alone"] = decoding_alone(paths, max(parallel.cores() - 1, 1), min(args.seconds, 10))
         if torch is not None:

@@ -211,3 +211,57 @@ def test_workers_do_not_outlive_a_killed_parent(tmp_path):
                  and "Z" not in subprocess.run(["ps", "-o", "stat=", "-p", str(k)], capture_output=True,
                                                text=True).stdout]
     assert not alive, f"workers {alive} outlived their parent"
+
+
+def test_search_top_k_passes_select_what_a_partition_does():
+    """The search's top-k (argmax passes) gives argpartition's values, distinct indices where a row has
+    fewer than k finite values, and lowest index first among equal values."""
+    from captioner.search import _topk_select, topk
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        x = rng.normal(size=(int(rng.integers(1, 12)), int(rng.integers(17, 300)))).astype(np.float32)
+        x[rng.random(x.shape) < rng.random()] = -np.inf          # from none to nearly all -inf
+        if trial % 3 == 0:
+            x = np.round(x)                                       # many equal values
+        k = int(rng.integers(1, 18))
+        vals, idx = topk(x, k)
+        want_vals, want_idx = _topk_select(x, k)
+        assert np.array_equal(vals, want_vals)
+        assert np.array_equal(np.take_along_axis(x, idx, -1), vals)
+        assert all(len(set(row)) == k for row in idx.tolist())
+        if trial % 3:                                             # no ties among finite values
+            finite = np.isfinite(vals)
+            assert np.array_equal(idx[finite], want_idx[finite])
+    assert topk(np.array([[1.0, 3.0, 3.0, 2.0]], np.float32), 2)[1].tolist() == [[1, 2]]
+
+
+def test_knowledge_scores_a_batch_where_it_lies():
+    """The ImageNet head and the domain distance in numpy are the numbers of their first, numpy-only
+    formulas, bit for bit; on torch tensors (where a GPU batch is scored) the same within float error."""
+    torch = pytest.importorskip("torch")
+    from captioner.knowledge.domain import DomainCheck
+    from captioner.knowledge.tags import Tagger
+    from captioner.vocab import Vocab
+
+    rng = np.random.default_rng(1)
+    pooled = np.abs(rng.normal(0, 1, (40, 64))).astype(np.float32)
+    bank = rng.normal(0, 1, (500, 64)).astype(np.float32)
+    check = DomainCheck.fit(bank, dims=16, k=10)
+    weight, bias = rng.normal(0, 0.1, (1000, 64)).astype(np.float32), rng.normal(0, 0.1, 1000).astype(np.float32)
+    tagger = Tagger(weight, bias, Vocab(["<pad>", "<start>", "<end>", "<unk>", "dog"]))
+
+    x = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    sims = (x @ check.proj) @ check.bank.T
+    old_dist = (1.0 - np.sort(np.partition(sims, sims.shape[1] - 10, axis=1)[:, -10:], axis=1).mean(1)).astype(np.float32)
+    z = pooled @ weight.T + bias
+    z = np.exp(z - z.max(1, keepdims=True))
+    old_probs = z / z.sum(1, keepdims=True)
+    assert np.array_equal(check.distance(pooled), old_dist)
+    assert np.array_equal(tagger.probs(pooled), old_probs)
+
+    t = torch.from_numpy(pooled)
+    dist, probs = check.distance(t), tagger.probs(t)
+    assert isinstance(dist, torch.Tensor) and isinstance(probs, torch.Tensor)
+    np.testing.assert_allclose(dist.numpy(), old_dist, atol=1e-5)
+    np.testing.assert_allclose(probs.numpy(), old_probs, rtol=1e-4, atol=1e-7)

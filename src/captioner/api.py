@@ -187,13 +187,16 @@ class Captioner:
         side = grids[0].shape[-1]
         feats = [_sequence(g) for g in grids]
         feats = feats[0] if len(feats) == 1 else feats
-        pooled = _numpy(array_namespace(grids[0]).mean(grids[0], axis=(2, 3)))
+        pooled_here = array_namespace(grids[0]).mean(grids[0], axis=(2, 3))
+        pooled = _numpy(pooled_here)
         decode = dict(length_penalty=self.length_penalty, n_best=max(n_best, 1), no_repeat_ngram=self.no_repeat_ngram)
         kn = self.knowledge
         if kn is None:   # a model file that was never calibrated: the caption is the alt text
             return [self._caption(hyps, side, neutral) for hyps in generate(self.decoding, feats, k, **decode)]
-        # the ImageNet head and the domain check run on the pooled grid already computed
-        probs, dist, in_domain, route = kn.assess_routed(pooled)
+        # the ImageNet head and the domain check run on the pooled grid already computed; on a GPU,
+        # there (on the CPU numpy keeps its numbers: torch's CPU arithmetic differs in the last bits)
+        on_cpu = str(device_of(pooled_here)) == "cpu"
+        probs, dist, in_domain, route = kn.assess_routed(pooled if on_cpu else pooled_here)
         cand = kn.candidates(probs, in_domain) if self.guidance else [None] * len(probs)
         results, guided = [None] * len(probs), [None] * len(probs)
 

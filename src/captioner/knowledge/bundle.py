@@ -22,6 +22,7 @@ unguided and the alt text does not use it.
 from __future__ import annotations
 
 import numpy as np
+from array_api_compat import is_array_api_obj, to_device
 
 from captioner.modelfile import KNOWLEDGE as PREFIX
 from captioner.knowledge.confidence import Calibrator, features
@@ -57,6 +58,10 @@ class ExpertKnowledge:
         return cls(DomainCheck(t[f"{prefix}domain.proj"], t[f"{prefix}domain.bank"], d["k"], d["threshold"]),
                    t[f"{prefix}domain.dev_distances"],
                    Calibrator.from_dict(info["calibrator"]) if info.get("calibrator") else None)
+
+
+def _numpy(x) -> np.ndarray:
+    return np.asarray(to_device(x, "cpu"))
 
 
 class Knowledge:
@@ -118,9 +123,10 @@ class Knowledge:
     def assess_routed(self, pooled):
         """-> (probabilities, distances, in_domain, expert [B]): distance and flag of the expert each
         image goes to."""
-        pooled = np.asarray(pooled, np.float32)
-        probs = self.tagger.probs(pooled)
-        dists = np.stack([e.domain.distance(pooled) for e in self.experts])                # [E, B]
+        # pooled features on a GPU are scored there; what comes back is small ([B, 1000] and [E, B])
+        pooled = pooled if is_array_api_obj(pooled) else np.asarray(pooled, np.float32)
+        probs = _numpy(self.tagger.probs(pooled))
+        dists = np.stack([_numpy(e.domain.distance(pooled)) for e in self.experts])      # [E, B]
         thresholds = np.asarray([e.domain.threshold for e in self.experts], np.float32)[:, None]
         route = np.argmin(dists / np.maximum(thresholds, 1e-6), axis=0)
         dist = dists[route, np.arange(dists.shape[1])]

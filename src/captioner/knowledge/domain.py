@@ -17,21 +17,39 @@ dev photos exceed; a photo beyond it is flagged out of domain.
 from __future__ import annotations
 
 import numpy as np
+from array_api_compat import array_namespace, device as device_of, is_array_api_obj, is_numpy_namespace
 
 DIMS = 64
 K = 10
 FALSE_ALARM = 0.05   # the share of in-domain (dev) photos the threshold may flag
 
 
-def _normalize(x) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+def _normalize(x):
+    """Rows to unit length: numpy's ``x / max(norm(x), 1e-12)`` step for step, in ``x``'s own array
+    type (numpy, or a torch tensor on its device)."""
+    x = x if is_array_api_obj(x) else np.asarray(x, np.float32)
+    xp = array_namespace(x)
+    x = xp.astype(x, xp.float32)
+    norm = xp.sqrt(xp.sum(x * x, axis=1, keepdims=True))
+    return x / xp.maximum(norm, xp.asarray(1e-12, dtype=xp.float32, device=device_of(x)))
+
+
+def on_device(arrays: dict, cache: dict, like) -> dict:
+    """``arrays`` (numpy) as arrays of ``like``'s type on its device, copied once per device."""
+    xp = array_namespace(like)
+    if is_numpy_namespace(xp):
+        return arrays
+    key = str(device_of(like))
+    if key not in cache:
+        cache[key] = {k: xp.asarray(v, device=device_of(like)) for k, v in arrays.items()}
+    return cache[key]
 
 
 class DomainCheck:
     def __init__(self, proj, bank, k: int = K, threshold: float = float("inf")):
         self.proj, self.bank = np.asarray(proj, np.float32), np.asarray(bank, np.float32)   # [D, DIMS], [N, DIMS]
         self.k, self.threshold = k, float(threshold)
+        self._devices = {}                  # device -> the arrays there (``on_device``)
 
     @classmethod
     def fit(cls, pooled, dims: int = DIMS, k: int = K) -> "DomainCheck":
@@ -41,12 +59,19 @@ class DomainCheck:
         proj = np.ascontiguousarray(v[:dims].T)
         return cls(proj, x @ proj, k)
 
-    def distance(self, pooled) -> np.ndarray:
-        """[B, D] -> [B]: 0 for a photo among its training neighbours, larger further away."""
-        q = _normalize(pooled) @ self.proj
+    def distance(self, pooled):
+        """[B, D] -> [B]: 0 for a photo among its training neighbours, larger further away.  In
+        ``pooled``'s array type: a batch on a GPU is scored there."""
+        from captioner.search import topk
+
+        pooled = pooled if is_array_api_obj(pooled) else np.asarray(pooled, np.float32)
+        xp = array_namespace(pooled)
+        w = on_device({"proj": self.proj, "bank": self.bank}, self._devices, pooled)
+        q = _normalize(pooled) @ w["proj"]
         k = min(self.k, self.bank.shape[0])
-        sims = q @ self.bank.T
-        return (1.0 - np.sort(np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:], axis=1).mean(1)).astype(np.float32)
+        sims = q @ xp.permute_dims(w["bank"], (1, 0))
+        near = xp.flip(topk(sims, k, xp)[0], axis=1)        # the k largest, in ascending order
+        return 1.0 - xp.mean(near, axis=1)
 
     def set_threshold(self, dev_distances, false_alarm: float = FALSE_ALARM) -> float:
         self.threshold = float(np.quantile(np.asarray(dev_distances, np.float32), 1.0 - false_alarm))

@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from array_api_compat import array_namespace, is_array_api_obj
 
 from captioner.vocab import Vocab
 
@@ -70,11 +71,18 @@ class Tagger:
         self.weight, self.bias = np.asarray(weight, np.float32), np.asarray(bias, np.float32)
         self.vocab = vocab
         self.words = caption_words(vocab)
+        self._devices = {}                  # device -> the head there (``domain.on_device``)
 
-    def probs(self, pooled) -> np.ndarray:
-        z = np.asarray(pooled, np.float32) @ self.weight.T + self.bias
-        z = np.exp(z - z.max(1, keepdims=True))
-        return z / z.sum(1, keepdims=True)
+    def probs(self, pooled):
+        """pooled [B, D] -> probabilities [B, 1000], in ``pooled``'s array type (on a GPU: there)."""
+        from captioner.knowledge.domain import on_device
+
+        pooled = pooled if is_array_api_obj(pooled) else np.asarray(pooled, np.float32)
+        xp = array_namespace(pooled)
+        w = on_device({"weight": self.weight, "bias": self.bias}, self._devices, pooled)
+        z = xp.astype(pooled, xp.float32) @ xp.permute_dims(w["weight"], (1, 0)) + w["bias"]
+        z = xp.exp(z - xp.max(z, axis=1, keepdims=True))
+        return z / xp.sum(z, axis=1, keepdims=True)
 
     def top(self, probs: np.ndarray, k: int = 5) -> list[list[Tag]]:
         idx = top_k(probs, k)
