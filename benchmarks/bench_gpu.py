@@ -15,7 +15,8 @@ What it measures, each part skipped with a note where the machine lacks what it 
 * ``main_process_profile``: where the one process driving the GPU spends its time (cProfile, batch 256):
   with ``main_process_cpu_pct`` of each run near 100 %, that process, not the GPU, sets the rate.
 * ``encoder_alone``: the encoder on random device tensors (fp32, and bf16 autocast): the ceiling.
-* ``decoding_alone``: the decoding processes alone (files -> uint8 pixels + colour statistics).
+* ``decoding_alone``: the decoding processes alone (files -> uint8 pixels + colour statistics), the
+  pixels back through shared memory and through the pipe, with the receiving process's CPU an image.
 * ``onnx_cuda``: ONNX Runtime's CUDA provider, where ``onnxruntime-gpu`` is installed.
 * ``training``: ``captioner train --init --init-mode continue`` for one frozen-stage and one
   fine-tuning epoch on these photos, with the CPU's captions (3 beams each) as their captions:
@@ -210,26 +211,49 @@ def encoder_alone(batches: list[int], device: str = "cuda", reps: int = 10) -> d
     return out
 
 
-def decoding_alone(paths: list[str], workers: int, seconds: float) -> dict:
-    """The decoding processes alone, ``workers`` of them, for about ``seconds`` -> images/s."""
+def decoding_alone(paths: list[str], workers: int, seconds: float, batch: int = 64) -> dict:
+    """The decoding processes alone, ``workers`` of them, for about ``seconds`` each way the pixels can
+    come back (a shared memory ring, the pipe) -> images/s, and the CPU time the receiving process
+    spends an image (the process that would be driving the GPU)."""
     import multiprocessing as mp
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
 
+    from captioner import modelfile
     from captioner.preprocess import decode_batch
+    from captioner.shared_batches import Ring, room_for
 
-    chunks = [paths[i:i + 64] for i in range(0, len(paths), 64)]
+    size = json.loads(modelfile.read(None).header["preprocess"])["size"]
+    chunks = [paths[i:i + batch] for i in range(0, len(paths), batch)]
+    in_flight = 2 * workers
+    out = {"processes": workers, "batch": batch, "size": size}
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        list(pool.map(decode_batch, chunks[:1] * workers, [224] * workers))   # start the processes
-        pending, n, i = deque(), 0, 0
-        t = time.perf_counter()
-        while time.perf_counter() - t < seconds or pending:
-            while len(pending) < 2 * workers and time.perf_counter() - t < seconds:
-                pending.append(pool.submit(decode_batch, chunks[i % len(chunks)], 224))
-                i += 1
-            n += len(pending.popleft().result()[0])
-        wall = time.perf_counter() - t
-    return {"processes": workers, "images": n, "images_per_s": round(n / wall, 1)}
+        list(pool.map(decode_batch, chunks[:1] * workers, [size] * workers))   # start the processes
+        for way in ("shared memory", "pipe"):
+            if way == "shared memory" and not room_for(in_flight * batch * size * size * 3):
+                out[way] = {"skipped": "/dev/shm has too little room"}
+                continue
+            ring = Ring(in_flight, batch * size * size * 3) if way == "shared memory" else None
+            try:
+                pending, n, i = deque(), 0, 0
+                t, cpu = time.perf_counter(), time.process_time()
+                while time.perf_counter() - t < seconds or pending:
+                    while len(pending) < in_flight and time.perf_counter() - t < seconds:
+                        slot = ring.lend() if ring else None
+                        pending.append((slot, pool.submit(decode_batch, chunks[i % len(chunks)], size, slot=slot)))
+                        i += 1
+                    slot, fut = pending.popleft()
+                    errors, pixels, _ = fut.result()
+                    if slot is not None:
+                        ring.take(slot, (pixels or 0, size, size, 3))
+                    n += len(errors)
+                wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+            finally:
+                if ring:
+                    ring.close()
+            out[way] = {"images": n, "images_per_s": round(n / wall, 1),
+                        "receiving_process_cpu_ms_per_image": round(1e3 * cpu / n, 4)}
+    return out
 
 
 def onnx_cuda(paths: list[str], ref: dict, seconds: float) -> dict:

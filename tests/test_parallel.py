@@ -111,19 +111,34 @@ def test_pool_uploads_and_a_bad_upload():
 
 @needs_model
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")
-def test_device_batches_match_the_cpu_path():
-    """The GPU path (decoding processes, uint8 pixels normalised by the back-end), run on the CPU."""
+def test_device_batches_match_the_cpu_path(tmp_path, monkeypatch):
+    """The GPU path (decoding processes, uint8 pixels normalised by the back-end), run on the CPU, with
+    the pixels handed over through shared memory and through the pipe: the same arrays either way,
+    a broken file named, and no shared memory block left behind."""
+    from captioner import shared_batches
     from captioner.api import Captioner
 
     cap = Captioner(backend="torch", device="cpu", precision="fp32", read_text="never", threads=1)
-    paths = [str(p) for p in EXAMPLES[:4]]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    paths = [str(p) for p in EXAMPLES[:2]] + [str(broken)] + [str(p) for p in EXAMPLES[2:5]]
     plain = list(cap._batches(paths, 2))
-    device = list(cap._device_batches(paths, 2, workers=1))
-    for (b1, i1, x1), (b2, i2, x2, colour) in zip(plain, device):
-        assert b1 == b2 and i1 == i2
+    shm = set(os.listdir(shared_batches.SHM_DIR)) if os.path.isdir(shared_batches.SHM_DIR) else set()
+    rings, ring = [], shared_batches.Ring
+    monkeypatch.setattr(shared_batches, "Ring", lambda *a: rings.append(a) or ring(*a))
+    shared = list(cap._device_batches(paths, 2, workers=1))
+    assert rings == [(3, 2 * cap.sizes[0] ** 2 * 3)]                 # one block per batch in flight
+    monkeypatch.setattr(shared_batches, "room_for", lambda nbytes: False)
+    piped = list(cap._device_batches(paths, 2, workers=1))
+    if os.path.isdir(shared_batches.SHM_DIR):
+        assert set(os.listdir(shared_batches.SHM_DIR)) == shm
+    assert any(err and "broken.jpg" in err for b, _, _ in plain for _, err in b)
+    for (b1, i1, x1), (b2, i2, x2, colour), (b3, i3, x3, colour3) in zip(plain, shared, piped, strict=True):
+        assert b1 == b2 == b3 and i1 == i2 == i3
         size = cap.sizes[0]
         assert np.array_equal(x1[size], x2[size].numpy())            # the same normalised numbers
-        assert np.array_equal(colour, cap._colour(x1))
+        assert np.array_equal(x2[size].numpy(), x3[size].numpy())
+        assert np.array_equal(colour, cap._colour(x1)) and np.array_equal(colour, colour3)
         assert [c.text for c in cap.caption_tensors(x1)] == [c.text for c in cap.caption_tensors(x2, colour=colour)]
 
 

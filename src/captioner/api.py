@@ -326,13 +326,16 @@ class Captioner:
         images' indices, {size: normalised images on the device}, their colour statistics).  Files are
         decoded and resized in ``workers`` processes (default: all cores but this one's), a bounded
         number of batches ahead, so the next batches are ready while the device runs this one; the
-        pixels travel as uint8, are copied from pinned memory and normalised on the device."""
+        pixels travel as uint8 (through shared memory where it has room: ``shared_batches.py``), are
+        copied from pinned memory and normalised on the device."""
         import multiprocessing as mp
         from collections import deque
         from concurrent.futures import ProcessPoolExecutor
+        from contextlib import nullcontext
 
         from captioner.parallel import cores
         from captioner.preprocess import decode_batch
+        from captioner.shared_batches import Ring, room_for
 
         size, p = self.sizes[0], self.preprocess
         n = workers if workers > 0 else max(cores() - 1, 1)
@@ -342,19 +345,30 @@ class Captioner:
             yield (batch, [i for i, e in batch if e is None],
                    {size: self.model.normalise(pixels)} if pixels is not None else None, colour)
             return
-        with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
+        # the pixels come back through shared memory (a block per batch in flight) where it has room
+        in_flight, nbytes = n + 2, batch_size * size * size * 3
+        with (Ring(in_flight, nbytes) if room_for(in_flight * nbytes) else nullcontext()) as ring, \
+                ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
             pending = deque()
 
             def ready():
-                lo, fut = pending.popleft()
-                errors, pixels, colour = fut.result()
+                lo, slot, fut = pending.popleft()
+                try:
+                    errors, pixels, colour = fut.result()
+                    if slot is not None and pixels is not None:    # their count: the pixels are in the block
+                        pixels, slot = ring.take(slot, (pixels, size, size, 3)), None
+                finally:
+                    if slot is not None:
+                        ring.give_back(slot)
                 batch = [(lo + j, e) for j, e in enumerate(errors)]
                 idx = [i for i, e in batch if e is None]
                 x = {size: self.model.normalise(pixels)} if pixels is not None else None
                 return batch, idx, x, colour
 
             for lo in range(0, len(paths), batch_size):
-                pending.append((lo, pool.submit(decode_batch, paths[lo:lo + batch_size], size, p.mean, p.std)))
+                slot = ring.lend() if ring is not None else None
+                pending.append((lo, slot, pool.submit(decode_batch, paths[lo:lo + batch_size], size, p.mean, p.std,
+                                                      slot)))
                 if len(pending) > n + 1:
                     yield ready()
             while pending:

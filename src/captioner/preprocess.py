@@ -52,29 +52,34 @@ def to_pixels(x: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray
     return np.asarray(x, dtype=np.float32) * s + m
 
 
-def decode_batch(paths: list, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+def decode_batch(paths: list, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, slot: str | None = None):
     """Open and resize a batch of files (in a decoding process, for a GPU) -> (errors: one message or
     None per path, uint8 pixels [b, size, size, 3] of the readable ones, their colour statistics
     [b, 12] (``knowledge/kind.py``)).  The pixels are ``resized``'s, which ``to_array`` normalises, so
     normalising them on the device (``backends/torch.py``) gives its numbers; the colour statistics are
-    computed here, from ``normalise``'s arrays, exactly as on the CPU path."""
+    computed here, from ``normalise``'s arrays, exactly as on the CPU path.  ``slot``: a shared memory
+    block of ``shared_batches.Ring`` to decode into; the pixels are then left there and their
+    count comes back in their place."""
     from captioner.images import ImageError, open_image
     from captioner.knowledge.kind import colour_stats
+    from captioner.shared_batches import attached
 
-    errors, pixels, colour = [], [], []
+    shape = (len(paths), size, size, 3)
+    rows = attached(slot, shape) if slot else np.empty(shape, np.uint8)
+    errors, colour = [], []
     for path in paths:
         try:
             px = resized(open_image(path), size)
-            pixels.append(px)
+            rows[len(colour)] = px
             colour.append(colour_stats(normalise(px, mean, std), mean, std))
             errors.append(None)
         except ImageError as e:
             errors.append(str(e))
         except Exception as e:  # never let one odd file stop a batch
             errors.append(f"{path}: cannot read image ({type(e).__name__}: {e})")
-    if not pixels:
+    if not colour:
         return errors, None, None
-    return errors, np.stack(pixels), np.stack(colour)
+    return errors, (len(colour) if slot else rows[:len(colour)]), np.stack(colour)
 
 
 @dataclass(frozen=True)
