@@ -323,7 +323,13 @@ def main() -> int:
     from captioner import parallel
 
     paths = photos_in(Path(args.photos), args.limit)
-    summary: dict = {"photos": len(paths), "cores": parallel.cores(), "onnxruntime": ort.__version__,
+    try:   # the room for the decoded batches' shared memory ring (shared_batches.py)
+        st = os.statvfs("/dev/shm")
+        shm_free_gb = round(st.f_bavail * st.f_frsize / 2 ** 30, 2)
+    except OSError:
+        shm_free_gb = None
+    summary: dict = {"photos": len(paths), "cores": parallel.cores(), "dev_shm_free_gb": shm_free_gb,
+                     "onnxruntime": ort.__version__,
                      "onnxruntime_providers": ort.get_available_providers(), "notes": []}
     try:
         import torch
