@@ -235,3 +235,31 @@ def test_fused_adaptive_step_equals_the_plain_one_and_follows_the_weights():
     dec.train()
     dec.fuse_for_inference()
     assert not dec._fused_ready()        # never in training mode
+
+
+def test_search_on_tensors_reads_back_at_most_twice_a_word():
+    """On a GPU each value read back (``bool(t)``, ``int(t)``, ``nonzero``) makes the driving process
+    wait for the device: the search reads once for the repeated n-grams and once for how many images
+    have ended, per word, plus the rows of the images that end; the required words are copied once."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    reads = {"is_nonzero", "_local_scalar_dense", "item", "nonzero", "nonzero_numpy"}
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += func.overloadpacket.__name__ in reads
+            return func(*args, **(kwargs or {}))
+
+    m = tiny("adaptive")
+    feats = torch.randn(5, 4, m.cfg.feature_dim)
+    plain_step, steps = m.decoder.step, []
+    m.decoder.step = lambda *a, **k: steps.append(1) or plain_step(*a, **k)
+    for required in (None, [{5, 8}, None, {9}, {4}, {6, 7}]):
+        steps.clear()
+        Count.n = 0
+        with Count():
+            out = generate(m, feats, beam_size=3, required=required, also_unconstrained=required is not None)
+        assert len(out if required is None else out[0]) == 5
+        assert 0 < Count.n <= 2 * len(steps) + 5, (Count.n, len(steps))

@@ -92,6 +92,10 @@ def _topk_select(x, k: int):
 
 
 def _rows(x, index, xp):
+    if is_torch_namespace(xp):
+        # array-api-compat's take wraps the index in three more kernels (for negative indices,
+        # which never occur here): on a GPU, launches the search's driving process waits on
+        return x.index_select(0, index)
     return xp.take(x, index, axis=0)
 
 
@@ -105,9 +109,10 @@ def block_repeats(logp, tokens, n: int, xp=None) -> None:
     grams = xp.stack([tokens[:, :, i:t - n + 1 + i] for i in range(n)], axis=-1)   # [N, K, t-n+1, n]
     prefix = tokens[:, :, t - n + 1:][:, :, None, :]                                # the last n-1 words
     hit = xp.all(grams[..., :-1] == prefix, axis=-1)                                # earlier n-grams with that start
-    if bool(xp.any(hit)):
-        i, k, j = xp.nonzero(hit)
-        logp[i, k, grams[i, k, j, n - 1]] = NINF
+    if not is_torch_namespace(xp) and not xp.any(hit):
+        return   # (on a GPU this test would be one more wait for the device; nonzero below is one already)
+    i, k, j = xp.nonzero(hit)
+    logp[i, k, grams[i, k, j, n - 1]] = NINF
 
 
 def generate(model, feats, beam_size: int = 3, max_len: int | None = None,
@@ -154,10 +159,12 @@ def _generate(model, feats, beam_size, max_len, length_penalty, n_best, no_repea
     R = S * K                                # rows per image
     trans = has_req = None                   # [n, S_from, S_to, V]: 0 where a word moves between states
     if constrained:
-        req = xp.zeros((B, vocab_size), dtype=xp.bool, device=dev)
+        # made on the host and copied once (one small copy per image would each wait on a GPU)
+        req_host = np.zeros((B, vocab_size), dtype=bool)
         for b, r in enumerate(required):
             if r:
-                req[b, xp.asarray(sorted(r), dtype=i64, device=dev)] = True
+                req_host[b, sorted(r)] = True
+        req = xp.asarray(req_host, device=dev)
         has_req = xp.any(req, axis=1)
         zero, ninf = xp.zeros((B, vocab_size), dtype=f32, device=dev), xp.full((B, vocab_size), NINF, dtype=f32, device=dev)
         trans = xp.full((B, S, S, vocab_size), NINF, dtype=f32, device=dev)
@@ -237,8 +244,12 @@ def _generate(model, feats, beam_size, max_len, length_penalty, n_best, no_repea
             finished = xp.where(has_req, met, finished)
         if step == max_len:
             finished = xp.ones((n,), dtype=xp.bool, device=dev)
-        ended = xp.nonzero(finished & ~recorded)[0]
-        if ended.shape[0]:
+        # how many images end here and how many have ended: one read from the device for both
+        new = finished & ~recorded
+        n_new, n_ended = np.asarray(to_device(xp.stack([xp.sum(xp.astype(new, i64)),
+                                                        xp.sum(xp.astype(finished, i64))]), "cpu")).tolist()
+        if n_new:
+            ended = xp.nonzero(new)[0]
             # the images that ended at this step, brought to the CPU together: one copy per array, where
             # an index read and four copies per image each waited for a GPU
             got = [np.asarray(to_device(_rows(x, ended, xp), "cpu")) if x is not None else None
@@ -246,9 +257,9 @@ def _generate(model, feats, beam_size, max_len, length_penalty, n_best, no_repea
             for j, b in enumerate(got[0].tolist()):
                 final[b] = tuple(x[j] if x is not None else None for x in got[1:])
         recorded = finished
-        if bool(xp.all(recorded)):
+        if n_ended == n:
             break
-        if int(xp.sum(xp.astype(recorded, i64))) * 4 >= n:
+        if n_ended * 4 >= n:
             # images whose beams have all ended leave the batch, so later words cost only the images
             # still being decoded; done in bulk (a quarter at a time) because copying the memory is
             # itself a cost
