@@ -44,11 +44,25 @@ def payloads(images: Path):
     return good, bad
 
 
-def post(url, field, name, data):
+def upload(url, field, name, data) -> urllib.request.Request:
+    """A multipart/form-data POST of one file, as a browser's form sends it."""
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{name}\"\r\n"
             f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    return urllib.request.Request(url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+
+def post_json(url, field, name, data):
+    """One upload -> (status, the answer's JSON); raises on a dropped connection."""
+    try:
+        with urllib.request.urlopen(upload(url, field, name, data), timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def post(url, field, name, data):
+    req = upload(url, field, name, data)
     t = time.perf_counter()
     try:
         with urllib.request.urlopen(req, timeout=120) as r:
