@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_cores import DATA, baseline_tree, env_for, test_photos  # noqa: E402
+from bench_cores import DATA, baseline_tree, env_for, test_photos
 
 # aten operations that return a value to Python: on a GPU each waits for the queue to drain
 READS = {"is_nonzero", "_local_scalar_dense", "item", "nonzero", "nonzero_numpy", "nonzero_static"}
@@ -67,21 +67,17 @@ def child(photos: int, batch: int, device: str) -> dict:
     cap = Captioner(backend="torch", device=device, threads=1)
     paths = test_photos(DATA, photos)
     batches = [(idx, x) for _, idx, x in cap._batches(paths, batch)]
-    steps = Counter()
-    mode = None
+    steps, counter = Counter(), Count()   # the counter counts only while it is entered (below)
     for decoding in cap.experts:
         dec = decoding.decoder
-        plain = dec.step
 
-        def counted(*a, _plain=plain, **k):
+        def counted(*a, _plain=dec.step, **k):
             steps["n"] += 1
-            if mode is not None:
-                mode.in_step = True
+            counter.in_step = True
             try:
                 return _plain(*a, **k)
             finally:
-                if mode is not None:
-                    mode.in_step = False
+                counter.in_step = False
         dec.step = counted
 
     generate, search_s = search._generate, [0.0]
@@ -104,18 +100,18 @@ def child(photos: int, batch: int, device: str) -> dict:
     out = {}
     # the counts: one pass over every batch under the dispatch counter
     steps.clear()
-    with Count() as mode:
+    with counter:
         for _, x in batches:
             cap.caption_tensors(x, 3)
-    counted_mode, mode, n = mode, None, steps["n"]
-    own = sum(counted_mode.search.values())
-    own_views = sum(v for k, v in counted_mode.search.items() if k in VIEWS)
+    n = steps["n"]
+    own = sum(counter.search.values())
+    own_views = sum(v for k, v in counter.search.items() if k in VIEWS)
     out["steps"] = n
     out["search_ops_per_step"] = round(own / n, 1)
     out["search_ops_per_step_not_views"] = round((own - own_views) / n, 1)
-    out["step_ops_per_step"] = round(sum(counted_mode.step.values()) / n, 1)
-    out["host_reads_per_step"] = round(counted_mode.reads / n, 2)
-    out["search_top_ops"] = dict(Counter({k: round(v / n, 1) for k, v in counted_mode.search.items()}).most_common(12))
+    out["step_ops_per_step"] = round(sum(counter.step.values()) / n, 1)
+    out["host_reads_per_step"] = round(counter.reads / n, 2)
+    out["search_top_ops"] = dict(Counter({k: round(v / n, 1) for k, v in counter.search.items()}).most_common(12))
     # the timings: the search (the step included) per step, at --batch and one image at a time
     for label, size in ((f"batch {batch}", None), ("batch 1", 1)):
         first = batches[0][1]   # {input size: images}
@@ -153,7 +149,7 @@ def main() -> int:
         for name, src in trees.items():
             r = subprocess.run([sys.executable, __file__, "--child", "--photos", str(args.photos), "--batch",
                                 str(args.batch), "--device", args.device], capture_output=True, text=True,
-                               env=env_for(src), cwd=ROOT)
+                               env=env_for(src), cwd=ROOT, check=False)
             if r.returncode:
                 raise SystemExit(f"{name} failed:\n{r.stderr[-3000:]}")
             out[name] = json.loads(r.stdout.strip().splitlines()[-1])

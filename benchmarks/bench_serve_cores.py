@@ -26,8 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_cores import DATA, baseline_tree, env_for  # noqa: E402
-from load_test import post_json  # noqa: E402
+from bench_cores import DATA, baseline_tree, env_for
+from load_test import post_json
 
 
 def serve(src: Path, cpus: list[int], processes: int | None):
