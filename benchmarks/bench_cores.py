@@ -57,6 +57,15 @@ def baseline_tree(ref: str, into: Path) -> Path:
     return into / "src"
 
 
+def report(out: dict, path: Path | str | None) -> None:
+    """The summary as JSON on stdout, and in ``path`` where one is given."""
+    text = json.dumps(out, indent=1)
+    print(text)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
+
+
 def env_for(src: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     env["PYTHONPATH"] = str(src)

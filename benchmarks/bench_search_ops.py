@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_cores import DATA, baseline_tree, env_for, test_photos
+from bench_cores import DATA, baseline_tree, env_for, report, test_photos
 
 # aten operations that return a value to Python: on a GPU each waits for the queue to drain
 READS = {"is_nonzero", "_local_scalar_dense", "item", "nonzero", "nonzero_numpy", "nonzero_static"}
@@ -158,11 +158,7 @@ def main() -> int:
         out["identical_captions"] = f"{sum(x == y for x, y in zip(a, b))} of {len(a)}"
     else:
         out["after"].pop("captions")
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    report(out, args.json)
     return 0
 
 

@@ -1,6 +1,6 @@
 """The HTTP API on every core: photos/s through ``captioner serve``, before and after, in one run.
 
-    python benchmarks/bench_serve_cores.py --baseline 3522a2b --requests 300 --json runs/bench_serve_cores.json
+    python benchmarks/bench_serve_cores.py --baseline 3522a2b --requests 444 --concurrency 8 --json runs/bench_serve_cores.json
 
 Each server is a fresh ``captioner serve`` on loopback, pinned with ``taskset`` to the cores under test, its
 ``captioner`` taken from ``--baseline`` (a git revision, its ``src/`` unpacked by ``git archive``) or from this
@@ -13,7 +13,6 @@ answer must be a 200, and the captions of the same photo the same in every run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
@@ -26,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_cores import DATA, baseline_tree, env_for
+from bench_cores import DATA, baseline_tree, env_for, report
 from load_test import post_json
 
 
@@ -111,11 +110,7 @@ def main() -> int:
                      "before, N cores / before, 1 core": round(rate[f"before, {n} cores"] / rate["before, 1 core"], 3)}
     reference = got[f"before, {n} cores"]["captions"]
     out["same_captions"] = {k: all(v["captions"][p] == reference[p] for p in reference) for k, v in got.items()}
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    report(out, args.json)
     return 0
 
 
