@@ -341,7 +341,9 @@ def training(paths: list[str], ref: dict, device: str, work: Path, epochs: tuple
             for c in ref["beams"][p]:
                 w.writerow([f"images/{link.name}", c, "dev" if i < n_dev else "train"])
     captions = sum(len(ref["beams"][p]) for p in names[n_dev:])
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CAPTIONER_CACHE": str(work / "cache")}
+    # this checkout's src first, then what bench_gpu.sh added (wheels unpacked for this run)
+    path = os.pathsep.join([str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "PYTHONPATH": path, "CAPTIONER_CACHE": str(work / "cache")}
     end = time.time() + timeout
 
     def run(name: str, frozen: int, finetune: int, *more: str) -> dict:
@@ -349,7 +351,7 @@ def training(paths: list[str], ref: dict, device: str, work: Path, epochs: tuple
         cmd = [sys.executable, "-m", "captioner", "train", "--data", str(data), "--layout", "csv", "--out",
                str(out_dir), "--init", "--init-mode", "continue", "--epochs", str(frozen), "--finetune-epochs",
                str(finetune), "--device", device, "--eval-beam", "1", "--workers", str(min(8, os.cpu_count() or 1)),
-               "--feature-cache", str(work / "features.npy"), *more]   # the grids are computed once, then read
+               "--feature-cache", str(work / "features.npy"), "--no-calibrate", *more]   # grids computed once
         t = time.perf_counter()
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=max(end - time.time(), 1),
