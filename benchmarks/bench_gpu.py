@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,31 @@ from captioner.images import IMAGE_SUFFIXES  # noqa: E402
 
 def log(msg: str) -> None:
     print(f"[bench_gpu {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Summary(dict):
+    """The JSON summary, rewritten to ``path`` after every part, so that what was measured survives a
+    part that fails or the wrapper's time limit; ``part`` runs one part and keeps its error instead
+    of losing the rest (a GPU is lent for minutes)."""
+
+    def __init__(self, path: str | None, **fields):
+        super().__init__(**fields)
+        self.path = path
+
+    def save(self) -> None:
+        if self.path:
+            Path(self.path).write_text(json.dumps(self, indent=1))
+
+    def part(self, key: str, fn, *args, **kwargs):
+        try:
+            self[key] = fn(*args, **kwargs)
+        except Exception:   # noqa: BLE001 - any failure of one part is reported, the others still run
+            import traceback
+
+            self[key] = {"error": traceback.format_exc()[-2000:]}
+            log(f"{key} failed: {self[key]['error'].strip().splitlines()[-1]}")
+        self.save()
+        return self[key]
 
 
 class Utilisation:
@@ -379,10 +405,12 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=500, help="at most this many photos")
     ap.add_argument("--seconds", type=float, default=15.0, help="length of each timed GPU run")
     ap.add_argument("--budget", type=float, default=450.0, help="seconds for the whole check; parts past it are skipped")
-    ap.add_argument("--json", default=None, help="also write the summary to this file")
+    ap.add_argument("--json", default=None, help="also write the summary to this file (rewritten after each part)")
     args = ap.parse_args()
     start = time.time()
     deadline = start + args.budget
+    # the wrapper's time limit sends SIGTERM: end through the finally below, which prints what was measured
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
     import onnxruntime as ort
 
     from captioner import parallel
@@ -393,9 +421,8 @@ def main() -> int:
         shm_free_gb = round(st.f_bavail * st.f_frsize / 2 ** 30, 2)
     except OSError:
         shm_free_gb = None
-    summary: dict = {"photos": len(paths), "cores": parallel.cores(), "dev_shm_free_gb": shm_free_gb,
-                     "onnxruntime": ort.__version__,
-                     "onnxruntime_providers": ort.get_available_providers(), "notes": []}
+    summary = Summary(args.json, photos=len(paths), cores=parallel.cores(), dev_shm_free_gb=shm_free_gb,
+                      onnxruntime=ort.__version__, onnxruntime_providers=ort.get_available_providers(), notes=[])
     try:
         import torch
 
@@ -408,46 +435,47 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
     try:
         log(f"{len(paths)} photos; CPU reference (ONNX Runtime, {parallel.plan()})")
-        summary["cpu_reference"], ref = cpu_reference(paths)
+        summary["cpu_reference"], ref = cpu_reference(paths)   # every later part compares with it
+        summary.save()
         if gpu:
             batches = [64, 256] + ([1024] if len(paths) >= 256 else [])
-            summary["torch_cuda"] = torch_cuda(paths, ref, args.seconds, batches, deadline - 150)
+            summary.part("torch_cuda", torch_cuda, paths, ref, args.seconds, batches, deadline - 150)
             if time.time() < deadline - 140:
                 log("main process profile")
-                summary["main_process_profile"] = main_process_profile(paths, 256, min(args.seconds, 10))
+                summary.part("main_process_profile", main_process_profile, paths, 256, min(args.seconds, 10))
             if time.time() < deadline - 200:
                 log("decoder step compiled")
-                summary["decoder_compiled"] = decoder_compiled(paths, "cuda", 256)
+                summary.part("decoder_compiled", decoder_compiled, paths, "cuda", 256)
             log("encoder alone")
-            summary["encoder_alone_images_per_s"] = encoder_alone([256, 1024])
-            summary["onnx_cuda"] = onnx_cuda(paths, ref, args.seconds)
+            summary.part("encoder_alone_images_per_s", encoder_alone, [256, 1024])
+            summary.part("onnx_cuda", onnx_cuda, paths, ref, args.seconds)
         else:
             summary["notes"].append("no CUDA GPU here: the GPU parts ran on the CPU as a dry run of this script "
                                     "(torch_cpu_dry_run: fp32, batch 8, 16 photos; encoder_alone_cpu_dry_run: batch "
                                     "4; not measurements), onnx_cuda skipped, training on the CPU on at most 24 photos")
             if torch is not None:
                 log("torch back-end on the CPU (dry run of the GPU part)")
-                summary["torch_cpu_dry_run"] = torch_cuda(paths[:16], ref, 1.0, [8], deadline - 150, "cpu", ("fp32",))
-                summary["encoder_alone_cpu_dry_run"] = encoder_alone([4], "cpu", reps=1)
-                summary["main_process_profile_cpu_dry_run"] = main_process_profile(paths[:16], 8, 1.0, "cpu", top=8)
-                summary["decoder_compiled_cpu_dry_run"] = decoder_compiled(paths[:8], "cpu", 8, reps=2)
+                summary.part("torch_cpu_dry_run", torch_cuda, paths[:16], ref, 1.0, [8], deadline - 150, "cpu",
+                             ("fp32",))
+                summary.part("encoder_alone_cpu_dry_run", encoder_alone, [4], "cpu", reps=1)
+                summary.part("main_process_profile_cpu_dry_run", main_process_profile, paths[:16], 8, 1.0, "cpu",
+                             top=8)
+                summary.part("decoder_compiled_cpu_dry_run", decoder_compiled, paths[:8], "cpu", 8, reps=2)
         log("decoding processes alone")
-        summary["decoding_alone"] = decoding_alone(paths, max(parallel.cores() - 1, 1), min(args.seconds, 10))
+        summary.part("decoding_alone", decoding_alone, paths, max(parallel.cores() - 1, 1), min(args.seconds, 10))
         if torch is not None:
             left = deadline - time.time()
             if left > 60:
                 log(f"training ({'cuda' if gpu else 'cpu dry run'}), {left:.0f} s left")
                 subset = paths if gpu else paths[:24]
-                summary["training"] = training(subset, ref, "cuda" if gpu else "cpu", work, (1, 1), left - 10)
+                summary.part("training", training, subset, ref, "cuda" if gpu else "cpu", work, (1, 1), left - 10)
             else:
                 summary["training"] = {"skipped": "out of time"}
     finally:
         shutil.rmtree(work, ignore_errors=True)
         summary["seconds"] = round(time.time() - start, 1)
-        text = json.dumps(summary, indent=1)
-        print(text)
-        if args.json:
-            Path(args.json).write_text(text)
+        summary.save()
+        print(json.dumps(summary, indent=1), flush=True)
     return 0
 
 

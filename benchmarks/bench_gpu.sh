@@ -39,4 +39,4 @@ if [ -n "$missing" ]; then
     export PYTHONPATH="$PYTHONPATH:$site"   # after this checkout's src
     echo "bench_gpu: $missing from $wheels, for this run only" >&2
 fi
-timeout 470 "$py" "$root/benchmarks/bench_gpu.py" "$@"
+timeout -k 20 470 "$py" "$root/benchmarks/bench_gpu.py" "$@"   # SIGTERM: it prints what it has
