@@ -204,8 +204,10 @@ def test_the_examples_give_the_numbers_they_gave_before_the_speed_work():
 
 
 @needs_model
-def test_workers_do_not_outlive_a_killed_parent(tmp_path):
-    """A parent killed with SIGKILL cannot close its pool: its workers notice and exit on their own."""
+@pytest.mark.parametrize("when", ["ready", "loading"])
+def test_workers_do_not_outlive_a_killed_parent(tmp_path, when):
+    """A parent killed with SIGKILL cannot close its pool: its workers notice and exit on their own,
+    also when it dies while they are still loading the model."""
     import signal
     import subprocess
     import sys
@@ -213,15 +215,23 @@ def test_workers_do_not_outlive_a_killed_parent(tmp_path):
 
     code = ("import sys, time\n"
             "from captioner.parallel import CaptionPool, Plan\n"
-            "pool = CaptionPool({'read_text': 'never'}, Plan(processes=2, threads=1, cores=2))\n"
-            "print(' '.join(str(p.pid) for p in pool.procs), flush=True)\n"
-            "time.sleep(600)\n")
+            "class Pool(CaptionPool):\n"
+            "    def _wait_ready(self):\n"
+            "        if LOADING:   # the workers are still loading: the parent dies now\n"
+            "            print(' '.join(str(p.pid) for p in self.procs), flush=True)\n"
+            "            time.sleep(600)\n"
+            "        super()._wait_ready()\n"
+            "if __name__ == '__main__':\n"
+            f"    LOADING = {when == 'loading'}\n"
+            "    pool = Pool({'read_text': 'never'}, Plan(processes=2, threads=1, cores=2))\n"
+            "    print(' '.join(str(p.pid) for p in pool.procs), flush=True)\n"
+            "    time.sleep(600)\n")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     kids = [int(x) for x in parent.stdout.readline().split()]
     assert len(kids) == 2
     parent.send_signal(signal.SIGKILL)
     parent.wait(30)
-    deadline = time.time() + 20
+    deadline = time.time() + 40   # a worker that was loading finishes that first
     alive = kids
     while alive and time.time() < deadline:
         time.sleep(0.2)

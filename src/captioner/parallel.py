@@ -109,14 +109,20 @@ def in_worker() -> bool:
     return mp.parent_process() is not None
 
 
-def _next_task(tasks, parent: int):
+def _next_task(tasks, results):
     """The next task, or None when the pool says stop or when the parent is gone: a parent killed without
-    closing its pool (SIGKILL, a crash) must not leave its workers waiting for ever."""
+    closing its pool (SIGKILL, a crash) must not leave its workers waiting for ever.  The parent is
+    watched through the pipe multiprocessing keeps to it, which closes when it dies, even if that
+    was before this worker had loaded its model (comparing ``os.getppid()`` with the pid seen then
+    missed it)."""
+    parent = mp.parent_process()
     while True:
         try:
             return tasks.get(timeout=_POLL_S)
         except queue.Empty:
-            if os.getppid() != parent:
+            if parent is not None and not parent.is_alive():
+                # nobody will read what is still buffered: exit without waiting to send it
+                results.cancel_join_thread()
                 return None
 
 
@@ -132,8 +138,7 @@ def _worker(model: dict, threads: int, tasks, results) -> None:
         results.put((None, (type(e).__name__, str(e))))
         return
     results.put((None, None))    # ready
-    parent = os.getppid()
-    while (task := _next_task(tasks, parent)) is not None:
+    while (task := _next_task(tasks, results)) is not None:
         tid, kind, payload, opts = task
         try:
             if kind == "paths":
