@@ -241,6 +241,52 @@ def test_workers_do_not_outlive_a_killed_parent(tmp_path, when):
     assert not alive, f"workers {alive} outlived their parent"
 
 
+@needs_model
+def test_decoding_processes_do_not_outlive_a_killed_driver(tmp_path):
+    """The GPU path's decoding processes (run on the CPU here) end when the process they decode for is
+    killed with SIGKILL, and the shared memory blocks of its ring go with them."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from captioner import shared_batches
+
+    def blocks():
+        return {f for f in os.listdir(shared_batches.SHM_DIR) if f.startswith("psm_")}
+
+    shm = blocks() if os.path.isdir(shared_batches.SHM_DIR) else set()
+    code = ("import sys, time\n"
+            "from captioner.api import Captioner\n"
+            "if __name__ == '__main__':\n"
+            "    cap = Captioner(backend='torch', device='cpu', read_text='never', threads=1)\n"
+            f"    paths = {[str(p) for p in EXAMPLES] * 20!r}\n"
+            "    batches = cap._device_batches(paths, 2, workers=2)\n"
+            "    next(batches)\n"
+            "    print('decoding', flush=True)\n"
+            "    time.sleep(600)\n")
+    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    assert driver.stdout.readline().strip() == "decoding"
+    kids = [int(x) for x in subprocess.run(["ps", "-o", "pid=", "--ppid", str(driver.pid)], capture_output=True,
+                                           text=True).stdout.split()]
+    assert len(kids) >= 2    # the decoding processes (and multiprocessing's resource tracker)
+    if os.path.isdir(shared_batches.SHM_DIR):
+        assert blocks() - shm                   # its ring is there
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(30)
+    deadline = time.time() + 30
+    alive = kids
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [k for k in kids if subprocess.run(["kill", "-0", str(k)], capture_output=True).returncode == 0
+                 and "Z" not in subprocess.run(["ps", "-o", "stat=", "-p", str(k)], capture_output=True,
+                                               text=True).stdout]
+    assert not alive, f"decoding processes {alive} outlived the process they decoded for"
+    if os.path.isdir(shared_batches.SHM_DIR):
+        time.sleep(1)
+        assert blocks() <= shm, "the ring's shared memory was left behind"
+
+
 def test_search_top_k_passes_select_what_a_partition_does():
     """The search's top-k (argmax passes) gives argpartition's values, distinct indices where a row has
     fewer than k finite values, and lowest index first among equal values."""

@@ -333,7 +333,7 @@ class Captioner:
         from concurrent.futures import ProcessPoolExecutor
         from contextlib import nullcontext
 
-        from captioner.parallel import cores
+        from captioner.parallel import cores, exit_with_parent
         from captioner.preprocess import decode_batch
         from captioner.shared_batches import Ring, room_for
 
@@ -348,7 +348,7 @@ class Captioner:
         # the pixels come back through shared memory (a block per batch in flight) where it has room
         in_flight, nbytes = n + 2, batch_size * size * size * 3
         with (Ring(in_flight, nbytes) if room_for(in_flight * nbytes) else nullcontext()) as ring, \
-                ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
+                ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=exit_with_parent) as pool:
             pending = deque()
 
             def ready():

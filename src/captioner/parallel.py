@@ -109,26 +109,27 @@ def in_worker() -> bool:
     return mp.parent_process() is not None
 
 
-def _next_task(tasks, results):
-    """The next task, or None when the pool says stop or when the parent is gone: a parent killed without
-    closing its pool (SIGKILL, a crash) must not leave its workers waiting for ever.  The parent is
-    watched through the pipe multiprocessing keeps to it, which closes when it dies, even if that
-    was before this worker had loaded its model (comparing ``os.getppid()`` with the pid seen then
-    missed it)."""
+def exit_with_parent() -> None:
+    """In a process started by multiprocessing (a pool's worker, the GPU path's decoding processes): end
+    it as soon as its parent is gone.  A parent killed without closing its pool (SIGKILL, a crash)
+    must not leave workers waiting for ever, nor the shared memory they hold (the resource tracker
+    frees it once they are gone).  multiprocessing keeps a pipe to the parent that closes when it
+    dies, whenever that is: while the model loads, during a batch or between tasks."""
     parent = mp.parent_process()
-    while True:
-        try:
-            return tasks.get(timeout=_POLL_S)
-        except queue.Empty:
-            if parent is not None and not parent.is_alive():
-                # nobody will read what is still buffered: exit without waiting to send it
-                results.cancel_join_thread()
-                return None
+    if parent is None:
+        return
+
+    def watch():
+        parent.join()      # returns when the parent's end of the pipe closes
+        os._exit(1)        # nothing here is anyone's any more: no cleanup to wait for
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _worker(model: dict, threads: int, tasks, results) -> None:
     """One worker's life: load the model, caption each (id, paths or (name, bytes), options) task."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent stops us; Ctrl-C must not cut a batch
+    exit_with_parent()
     try:
         from captioner.api import Captioner
 
@@ -138,7 +139,7 @@ def _worker(model: dict, threads: int, tasks, results) -> None:
         results.put((None, (type(e).__name__, str(e))))
         return
     results.put((None, None))    # ready
-    while (task := _next_task(tasks, results)) is not None:
+    while (task := tasks.get()) is not None:
         tid, kind, payload, opts = task
         try:
             if kind == "paths":
