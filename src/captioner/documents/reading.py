@@ -106,13 +106,17 @@ def _read_in_worker(path: str, keep_data: bool):
 def _read_all(docs: list[str], keep_data: bool, workers: int | None):
     """Each document read, in order: in worker processes (the parsing is the whole cost of ``check``) when there
     are many documents and more than one CPU, else here.  Yields Documents or DocumentErrors."""
-    workers = min(os.cpu_count() or 1, 8) if workers is None else workers
+    from captioner.parallel import cores, exit_with_parent
+
+    workers = min(cores(), 8) if workers is None else workers   # the cores this process may use
     if workers > 1 and len(docs) >= PARALLEL_FROM and sys.platform == "linux":
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        # fork: the workers see the formats this process was given (and start in milliseconds)
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        # fork: the workers see the formats this process was given (and start in milliseconds); they
+        # end with this process even if it is killed
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                 initializer=exit_with_parent) as pool:
             for got in pool.map(_read_in_worker, docs, [keep_data] * len(docs), chunksize=16):
                 if isinstance(got, tuple):
                     yield DocumentError(*got)
