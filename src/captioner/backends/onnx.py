@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,8 +45,10 @@ class Config:
 def session_options(threads: int | None):
     import onnxruntime as ort
 
+    from captioner.parallel import cores
+
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.intra_op_num_threads = threads or cores()   # the cores this process may use (taskset, containers)
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # ORT's workers otherwise spin for a while after each run, stealing the cores from whatever runs
