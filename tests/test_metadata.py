@@ -3,6 +3,7 @@ merged, embedding in JPEG / PNG / WebP / TIFF with every other tag and every pix
 description kept, read-only, corrupt and clashing files left untouched with an error."""
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -117,9 +118,12 @@ def test_read_only_corrupt_and_clashing_files_are_left_untouched(writers, tmp_pa
     assert ro.read_bytes() == before
     bad = tmp_path / "bad" / "broken.jpg"          # a JPEG header, then noise: ExifTool refuses to write it
     bad.parent.mkdir()
-    bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + os.urandom(300))
+    # fixed bytes: random ones made this test flaky, since ExifTool finds an MP3 frame header in about 1 in
+    # 50 random files (6 of 300 tried), reads such a file and only fails at the write
+    rng = random.Random(8)
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00\x10JFIF" + rng.randbytes(300))
     noise = bad.with_name("noise.tiff")             # not parseable at all: not even a sidecar is made
-    noise.write_bytes(os.urandom(400))
+    noise.write_bytes(b"\x00" + rng.randbytes(399))
     before = {p: p.read_bytes() for p in (bad, noise)}
     with pytest.raises(MetadataError, match=r"broken.jpg: ExifTool could not write it .*left untouched"):
         writers["embed"].write(bad, "text")
