@@ -11,7 +11,8 @@ worktree.  Each CLI run is a fresh process (start-up and model loading included)
 photos of the Flickr8k test split:
 
 1. ``captioner caption --from-list L --format jsonl``, before and after, on 1 core and on all;
-   ``--output`` library runs, before and after, on all cores;
+   ``--output`` library runs, before and after, on all cores; a Python program's
+   ``Captioner().caption_paths(paths)`` with its defaults, before and after, on all cores;
 2. the ideal: N independent processes, each pinned to its own core with one thread
    (``--processes 1 --threads 1``), each captioning 1/N of the photos, all at once;
 3. the records: after's, on all cores, against before's on one core (identical, bit for bit, is the aim);
@@ -98,6 +99,31 @@ def ideal(src: Path, cpus: list[int], photos: list[str], work: Path) -> float:
         _, err = p.communicate()
         if p.returncode not in (0, 1):
             raise SystemExit(err.decode()[-3000:])
+    return time.perf_counter() - t
+
+
+# a Python program's own use: Captioner().caption_paths with its defaults, records written as the CLI does
+PYTHON_API = r'''
+import json, sys
+from captioner import Captioner
+from captioner.library.results import record
+if __name__ == "__main__":
+    paths = open(sys.argv[1]).read().split()
+    with open(sys.argv[2], "w") as out:
+        for path, res in Captioner().caption_paths(paths):
+            out.write(json.dumps(record(path, res)) + "\n")
+'''
+
+
+def python_api(src: Path, cpus: list[int], listing: Path, out: Path, work: Path) -> float:
+    """``Captioner().caption_paths`` over the photos in a fresh process pinned to ``cpus`` -> wall seconds."""
+    script = work / "python_api.py"   # a file, not -c: the pool's spawned workers import the main module
+    script.write_text(PYTHON_API)
+    cmd = ["taskset", "-c", ",".join(map(str, cpus)), sys.executable, str(script), str(listing), str(out)]
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env_for(src), check=False)
+    if r.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
     return time.perf_counter() - t
 
 
@@ -283,6 +309,8 @@ def main() -> int:
                 lib.unlink(missing_ok=True)
                 note(f"{label}, library run, {len(every)} cores",
                      cli(src, every, ["--from-list", str(listing), "--output", str(lib)]))
+                note(f"{label}, Python caption_paths, {len(every)} cores",
+                     python_api(src, every, listing, work / f"{label}_python.jsonl", work))
             for n in sorted({1, len(every)}):
                 note(f"ideal, {n} independent single-thread processes", ideal(trees["after"], every[:n], photos, work))
         for v in runs.values():
@@ -298,12 +326,16 @@ def main() -> int:
                 round(rate[f"after, {n} cores"] / rate["after, 1 core"], 3),
             "before, N cores / before, 1 core": round(rate[f"before, {n} cores"] / rate["before, 1 core"], 3),
             "after / before, N cores": round(rate[f"after, {n} cores"] / rate[f"before, {n} cores"], 3),
+            "Python caption_paths after / before, N cores":
+                round(rate[f"after, Python caption_paths, {n} cores"] / rate[f"before, Python caption_paths, {n} cores"], 3),
             "library after / before, N cores": round(rate[f"after, library run, {n} cores"]
                                                      / rate[f"before, library run, {n} cores"], 3)}
         out["identical"] = {"after N cores vs before 1 core": same_records(work / f"after_{n}.jsonl",
                                                                             work / "before_1.jsonl"),
                             "after 1 core vs before 1 core": same_records(work / "after_1.jsonl",
-                                                                           work / "before_1.jsonl")}
+                                                                           work / "before_1.jsonl"),
+                            "Python caption_paths, after vs before": same_records(work / "after_python.jsonl",
+                                                                                  work / "before_python.jsonl")}
         lib_a = [json.loads(x) for x in (work / "after_library.jsonl").read_text().splitlines()]
         lib_b = [json.loads(x) for x in (work / "before_library.jsonl").read_text().splitlines()]
         out["identical"]["library after vs before"] = {"records": len(lib_a), "identical_records":
