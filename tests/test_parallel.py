@@ -203,6 +203,24 @@ def test_the_examples_give_the_numbers_they_gave_before_the_speed_work():
         assert got == expected, processes
 
 
+def still_running(pids: list[int], seconds: float) -> list[int]:
+    """Those of ``pids`` still running (not gone, not a zombie) after waiting up to ``seconds`` for all to end."""
+    import subprocess
+    import time
+
+    def running(pid: int) -> bool:
+        if subprocess.run(["kill", "-0", str(pid)], capture_output=True, check=False).returncode != 0:
+            return False
+        ps = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True, check=False)
+        return "Z" not in ps.stdout
+
+    deadline, alive = time.time() + seconds, list(pids)
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in alive if running(p)]
+    return alive
+
+
 @needs_model
 @pytest.mark.parametrize("when", ["ready", "loading"])
 def test_workers_do_not_outlive_a_killed_parent(tmp_path, when):
@@ -211,7 +229,6 @@ def test_workers_do_not_outlive_a_killed_parent(tmp_path, when):
     import signal
     import subprocess
     import sys
-    import time
 
     code = ("import sys, time\n"
             "from captioner.parallel import CaptionPool, Plan\n"
@@ -231,13 +248,7 @@ def test_workers_do_not_outlive_a_killed_parent(tmp_path, when):
     assert len(kids) == 2
     parent.send_signal(signal.SIGKILL)
     parent.wait(30)
-    deadline = time.time() + 40   # a worker that was loading finishes that first
-    alive = kids
-    while alive and time.time() < deadline:
-        time.sleep(0.2)
-        alive = [k for k in kids if subprocess.run(["kill", "-0", str(k)], capture_output=True).returncode == 0
-                 and "Z" not in subprocess.run(["ps", "-o", "stat=", "-p", str(k)], capture_output=True,
-                                               text=True).stdout]
+    alive = still_running(kids, 40)   # a worker that was loading finishes that first
     assert not alive, f"workers {alive} outlived their parent"
 
 
@@ -274,13 +285,7 @@ def test_decoding_processes_do_not_outlive_a_killed_driver(tmp_path):
         assert blocks() - shm                   # its ring is there
     driver.send_signal(signal.SIGKILL)
     driver.wait(30)
-    deadline = time.time() + 30
-    alive = kids
-    while alive and time.time() < deadline:
-        time.sleep(0.2)
-        alive = [k for k in kids if subprocess.run(["kill", "-0", str(k)], capture_output=True).returncode == 0
-                 and "Z" not in subprocess.run(["ps", "-o", "stat=", "-p", str(k)], capture_output=True,
-                                               text=True).stdout]
+    alive = still_running(kids, 30)
     assert not alive, f"decoding processes {alive} outlived the process they decoded for"
     if os.path.isdir(shared_batches.SHM_DIR):
         time.sleep(1)
