@@ -19,7 +19,9 @@ from captioner.documents.refs import status
 from documents_check import MARKDOWNLINT, assert_only_alts, changed, md045
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "documents"
-REAL = ["mkdocs-getting-started.md", "axe-core-README.md", "charset-normalizer-README.md"]
+# real pages: MkDocs' getting-started page (kept once, in the end-to-end site), two READMEs
+REAL = [FIXTURES / "site" / "getting-started.md", FIXTURES / "axe-core-README.md",
+        FIXTURES / "charset-normalizer-README.md"]
 FMT = format_for("page.md")
 
 # Every image form of CommonMark and GFM tables, and HTML inside Markdown: (line, column) are what
@@ -112,7 +114,7 @@ def test_every_image_form():
 
 
 def test_real_markdown_pages():
-    refs = FMT.read("g.md", (FIXTURES / "mkdocs-getting-started.md").read_bytes())
+    refs = FMT.read("g.md", (FIXTURES / "site" / "getting-started.md").read_bytes())
     assert [r.location["line"] for r in refs] == [29, 53, 73, 103, 112, 129]
     assert [status(r) for r in refs] == ["ok"] * 3 + ["suspicious"] * 3          # alt "Screenshot"
     assert refs[0].alt == "The initial MkDocs layout" and refs[0].context.page_title == "Getting Started with MkDocs"
@@ -127,19 +129,20 @@ def test_real_markdown_pages():
 
 @pytest.mark.skipif(MARKDOWNLINT is None, reason="markdownlint-cli2 (or markdownlint-cli) is not on PATH")
 def test_markdownlint_md045_agrees(tmp_path):
-    for name in REAL:
-        shutil.copy(FIXTURES / name, tmp_path / name)
+    for page in REAL:
+        shutil.copy(page, tmp_path / page.name)
     (tmp_path / "tricky.md").write_text(TRICKY, encoding="utf-8")
-    theirs = md045(tmp_path, [*REAL, "tricky.md"])
-    ours = {(name, *where) for name in [*REAL, "tricky.md"]
+    names = [page.name for page in REAL] + ["tricky.md"]
+    theirs = md045(tmp_path, names)
+    ours = {(name, *where) for name in names
             for where in missing(FMT.read(name, (tmp_path / name).read_bytes()))}
     assert theirs - ours == {("tricky.md", *PRESENTATION)}
     assert ours <= theirs
 
 
 def test_write_changes_only_the_alt_on_real_pages():
-    for name in REAL:
-        data = (FIXTURES / name).read_bytes()
+    for page in REAL:
+        name, data = page.name, page.read_bytes()
         out = assert_only_alts(FMT, name, data, lambda i, r: f"Badge {i} [new] *not emphasis* \\ it's",
                                unescape_new=unescape_label)
         assert missing(FMT.read(name, out)) == set()
@@ -203,7 +206,7 @@ def test_encoding_errors_are_clear():
 
 def test_mutated_real_pages_read_and_round_trip():
     rng = random.Random(28)
-    pages = [(FIXTURES / n).read_bytes()[:5000] for n in REAL] + [TRICKY.encode()]
+    pages = [page.read_bytes()[:5000] for page in REAL] + [TRICKY.encode()]
     pieces = [b"!", b"[", b"]", b"(", b")", b"<", b">", b"\\", b"`", b"\n", b"\r\n", b"> ", b"- ", b"    ",
               b"![](a.png)", b"<img src=x>", b"|", b"*", b"\x00", b"\t", b'"', b"'"]
     written = refused = 0
