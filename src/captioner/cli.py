@@ -132,6 +132,12 @@ def _write_metadata(args) -> int:
     return 1 if done["failed"] else 0
 
 
+def _document_arguments(p: argparse.ArgumentParser) -> None:
+    """What ``check`` and ``fill`` both read: the documents, and the site's top folder."""
+    p.add_argument("paths", nargs="+", metavar="PATH", help="documents or folders")
+    p.add_argument("--root", default=None, metavar="DIR", help="the site's top folder, for paths such as /img/x.png")
+
+
 def _check(args) -> int:
     from captioner.documents import check, location_text
     from captioner.documents.refs import suspicious
@@ -402,8 +408,7 @@ def main(argv=None) -> int:
                                    ".pptx .epub; folders walked) with its status: missing, suspicious, decorative, "
                                    "ok. Never loads the model. Exit status 1 if any is missing or suspicious, 2 if a "
                                    "document could not be read, else 0.")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="documents or folders")
-    p.add_argument("--root", default=None, metavar="DIR", help="the site's top folder, for paths such as /img/x.png")
+    _document_arguments(p)
     p.add_argument("--format", choices=["text", "jsonl"], default="text",
                    help="text: one line per missing or suspicious image (file:line:column: status: src (why)); jsonl: one "
                         "object per reference with document, location, src, image, alt, status")
@@ -414,8 +419,7 @@ def main(argv=None) -> int:
                                    "with the document's context deciding where it can (links, captions, logos, "
                                    "spacers). --output writes proposals for captioner review; --write puts the alt "
                                    "text into the documents (only where it is missing or suspicious).")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="documents or folders")
-    p.add_argument("--root", default=None, metavar="DIR", help="the site's top folder, for paths such as /img/x.png")
+    _document_arguments(p)
     p.add_argument("--output", default=None, metavar="FILE", help="write the proposals to FILE (.jsonl) for a review")
     p.add_argument("--write", action="store_true", help="write the alt text into the documents")
     p.add_argument("--from", dest="from_", default=None, metavar="FILE",

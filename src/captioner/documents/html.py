@@ -33,6 +33,7 @@ XHTML members), all offsets being indices into the decoded text:
          decorative, context (refs.Context, page_title filled)
     alt_edit(text, img.start, alt) -> (start, end, new)   # the one replacement that sets an alt
     set_alts(text, {img.start: alt}) -> text      # only the alt values change; "" = decorative (alt="")
+    require_keys(document, {key: alt}, keys)      # DocumentError naming each key that is no reference
 
     python -m captioner.documents.html page.html  # prints each image reference as JSON lines
 """
@@ -667,6 +668,13 @@ def verify(document: str, before: list, after: list, alts: dict[str, str], key=l
                                           f"(alt {new.alt!r}, wanted {want!r}); nothing written")
 
 
+def require_keys(document: str, alts: dict[str, str], keys) -> None:
+    """Raise DocumentError naming every key of ``alts`` that is none of the document's references."""
+    unknown = sorted(set(alts) - set(keys))
+    if unknown:
+        raise DocumentError(document, f"no image reference at {', '.join(unknown)}")
+
+
 def write(document: str, data: bytes, alts: dict[str, str], xml: bool | None = None, prefix: str = "") -> bytes:
     """The document's bytes with the alt text of each named reference set (``""``: decorative, alt="")."""
     decoded = decode(document, data)
@@ -674,9 +682,7 @@ def write(document: str, data: bytes, alts: dict[str, str], xml: bool | None = N
     page = scan(decoded.text, xml)
     refs = refs_from(document, page, prefix)
     by_key = {r.key: img for r, img in zip(refs, page.images)}
-    unknown = sorted(set(alts) - set(by_key))
-    if unknown:
-        raise DocumentError(document, f"no image reference at {', '.join(unknown)}")
+    require_keys(document, alts, by_key)
     edits = [alt_edit(decoded.text, by_key[k].start, alt) for k, alt in alts.items()]
     out = splice(decoded, data, edits)
     verify(document, refs, read(document, out, xml, prefix), alts)

@@ -367,9 +367,7 @@ def write(document: str, data: bytes, alts: dict[str, str]) -> bytes:
     decoded = decode(document, data)
     page = _scan(document, decoded.text)
     by_key = {f.ref.key: f for f in page.found}
-    unknown = sorted(set(alts) - set(by_key))
-    if unknown:
-        raise DocumentError(document, f"no image reference at {', '.join(unknown)}")
+    html.require_keys(document, alts, by_key)
     edits = [e for k, alt in alts.items() for e in _edits(document, decoded.text, by_key[k], alt)]
     out = html.splice(decoded, data, edits)
     refs = [f.ref for f in page.found]
