@@ -34,7 +34,7 @@ from captioner.knowledge.bundle import Knowledge
 from captioner.knowledge.ocr import ImageText, TextReader, TextReaderError
 from captioner.knowledge.tags import Tag
 from captioner.preprocess import to_array
-from captioner.search import DEFAULT_LENGTH_PENALTY, DEFAULT_NO_REPEAT_NGRAM, generate
+from captioner.search import DEFAULT_LENGTH_PENALTY, DEFAULT_NO_REPEAT_NGRAM, generate, take_rows
 
 
 @dataclass
@@ -480,7 +480,7 @@ def _sequence(grid):
 
 def _take(x, idx: list[int]):
     xp = array_namespace(x)
-    return xp.take(x, xp.asarray(idx, dtype=xp.int64, device=device_of(x)), axis=0)
+    return take_rows(x, xp.asarray(idx, dtype=xp.int64, device=device_of(x)), xp)
 
 
 def _resize(x: np.ndarray, size: int) -> np.ndarray:

@@ -91,7 +91,9 @@ def _topk_select(x, k: int):
     return np.take_along_axis(vals, order, axis=-1), np.take_along_axis(part, order, axis=-1)
 
 
-def _rows(x, index, xp):
+def take_rows(x, index, xp=None):
+    """Rows ``index`` (non-negative integers, an array on ``x``'s device) of ``x``, along the first axis."""
+    xp = xp or array_namespace(x)
     if is_torch_namespace(xp):
         # array-api-compat's take wraps the index in three more kernels (for negative indices,
         # which never occur here): on a GPU, launches the search's driving process waits on
@@ -175,7 +177,7 @@ def _generate(model, feats, beam_size, max_len, length_penalty, n_best, no_repea
         trans[:, D, D, :] = 0.0                         # "done" stays done
     state, memory = dec.init_state(feats)
     rows = xp.repeat(xp.arange(B, dtype=i64, device=dev), R)   # row -> image
-    state = tuple(_rows(s, rows, xp) for s in state)  # memory stays one entry per image, shared by its beams
+    state = tuple(take_rows(s, rows, xp) for s in state)  # memory stays one entry per image, shared by its beams
 
     banned = xp.asarray(NEVER_GENERATED, dtype=i64, device=dev)
     words = xp.full((B * R,), start, dtype=i64, device=dev)
@@ -216,11 +218,11 @@ def _generate(model, feats, beam_size, max_len, length_penalty, n_best, no_repea
         scores, idx = xp.reshape(scores, (n, R)), xp.reshape(idx, (n, R))
         origin, word = idx // vocab_size, idx % vocab_size                 # source row within the image
         gather = xp.reshape(origin + xp.arange(n, dtype=i64, device=dev)[:, None] * R, (-1,))
-        state = tuple(_rows(s, gather, xp) for s in state)
-        prev_done = xp.reshape(_rows(xp.reshape(done, (-1,)), gather, xp), (n, R))
-        lengths = xp.reshape(_rows(xp.reshape(lengths, (-1,)), gather, xp), (n, R)) + xp.astype(~prev_done, f32)
+        state = tuple(take_rows(s, gather, xp) for s in state)
+        prev_done = xp.reshape(take_rows(xp.reshape(done, (-1,)), gather, xp), (n, R))
+        lengths = xp.reshape(take_rows(xp.reshape(lengths, (-1,)), gather, xp), (n, R)) + xp.astype(~prev_done, f32)
         t = tokens.shape[2]
-        tokens = xp.concat([xp.reshape(_rows(xp.reshape(tokens, (n * R, t)), gather, xp), (n, R, t)),
+        tokens = xp.concat([xp.reshape(take_rows(xp.reshape(tokens, (n * R, t)), gather, xp), (n, R, t)),
                             word[:, :, None]], axis=2)
         if alpha is not None:
             a = xp.reshape(alpha, (n, R, 1, -1))
@@ -228,7 +230,7 @@ def _generate(model, feats, beam_size, max_len, length_penalty, n_best, no_repea
                 alphas = a
             else:
                 ta, L = alphas.shape[2], alphas.shape[3]
-                alphas = xp.concat([xp.reshape(_rows(xp.reshape(alphas, (n * R, ta, L)), gather, xp), (n, R, ta, L)),
+                alphas = xp.concat([xp.reshape(take_rows(xp.reshape(alphas, (n * R, ta, L)), gather, xp), (n, R, ta, L)),
                                     a], axis=2)
         done = prev_done | (word == end)
         words = xp.reshape(word, (-1,))
@@ -252,7 +254,7 @@ def _generate(model, feats, beam_size, max_len, length_penalty, n_best, no_repea
             ended = xp.nonzero(new)[0]
             # the images that ended at this step, brought to the CPU together: one copy per array, where
             # an index read and four copies per image each waited for a GPU
-            got = [np.asarray(to_device(_rows(x, ended, xp), "cpu")) if x is not None else None
+            got = [np.asarray(to_device(take_rows(x, ended, xp), "cpu")) if x is not None else None
                    for x in (images, scores, lengths, tokens, alphas)]
             for j, b in enumerate(got[0].tolist()):
                 final[b] = tuple(x[j] if x is not None else None for x in got[1:])
@@ -265,13 +267,13 @@ def _generate(model, feats, beam_size, max_len, length_penalty, n_best, no_repea
             # itself a cost
             keep = xp.nonzero(~recorded)[0]
             rows = xp.reshape(keep[:, None] * R + xp.arange(R, dtype=i64, device=dev)[None, :], (-1,))
-            images, scores, lengths, done, tokens = (_rows(x, keep, xp) for x in (images, scores, lengths, done, tokens))
-            alphas = _rows(alphas, keep, xp) if alphas is not None else None
-            trans = _rows(trans, keep, xp) if trans is not None else None
-            has_req = _rows(has_req, keep, xp) if constrained else None
-            state = tuple(_rows(s, rows, xp) for s in state)
-            memory = tuple(_rows(m, keep, xp) for m in memory) if memory is not None else None
-            words, recorded = _rows(words, rows, xp), _rows(recorded, keep, xp)
+            images, scores, lengths, done, tokens = (take_rows(x, keep, xp) for x in (images, scores, lengths, done, tokens))
+            alphas = take_rows(alphas, keep, xp) if alphas is not None else None
+            trans = take_rows(trans, keep, xp) if trans is not None else None
+            has_req = take_rows(has_req, keep, xp) if constrained else None
+            state = tuple(take_rows(s, rows, xp) for s in state)
+            memory = tuple(take_rows(m, keep, xp) for m in memory) if memory is not None else None
+            words, recorded = take_rows(words, rows, xp), take_rows(recorded, keep, xp)
 
     def best(b: int, sl: slice) -> list[Hypothesis]:
         sc, ln, tk, al = (t[sl] if t is not None else None for t in final[b])
