@@ -91,6 +91,28 @@ def test_pool_gives_the_records_of_one_process_in_order(tmp_path):
 
 
 @needs_model
+def test_a_script_without_a_main_guard_captions_through_the_pool(tmp_path):
+    """Spawned workers do not run the user's script again: one without ``if __name__ == "__main__":``
+    captions several batches through the pool, each image once, and keeps its own ``__file__``."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "plain.py"
+    script.write_text("import captioner\n"
+                      "model = captioner.load(read_text='never')\n"
+                      f"paths = {[str(p) for p in EXAMPLES[:3]] * 2!r}\n"
+                      "for path, result in model.caption_paths(paths, batch_size=2, processes=2):\n"
+                      "    print(result if isinstance(result, str) else result.alt_text)\n"
+                      "print('file', __file__)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                       check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert len(lines) == 7 and lines[-1] == f"file {script}"
+    assert lines[:3] == lines[3:6] and all(lines[:6])
+
+
+@needs_model
 def test_pool_names_a_model_that_cannot_load(tmp_path):
     missing = tmp_path / "missing.safetensors"
     with pytest.raises((ValueError, OSError), match="missing.safetensors"):

@@ -333,7 +333,7 @@ class Captioner:
         from concurrent.futures import ProcessPoolExecutor
         from contextlib import nullcontext
 
-        from captioner.parallel import cores, exit_with_parent
+        from captioner.parallel import cores, exit_with_parent, main_not_rerun
         from captioner.preprocess import decode_batch
         from captioner.shared_batches import Ring, room_for
 
@@ -367,8 +367,9 @@ class Captioner:
 
             for lo in range(0, len(paths), batch_size):
                 slot = ring.lend() if ring is not None else None
-                pending.append((lo, slot, pool.submit(decode_batch, paths[lo:lo + batch_size], size, p.mean, p.std,
-                                                      slot)))
+                with main_not_rerun():   # the first submit spawns the decoding processes
+                    fut = pool.submit(decode_batch, paths[lo:lo + batch_size], size, p.mean, p.std, slot)
+                pending.append((lo, slot, fut))
                 if len(pending) > n + 1:
                     yield ready()
             while pending:

@@ -27,6 +27,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import threading
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -102,6 +103,26 @@ def _child_env(threads: int):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextmanager
+def main_not_rerun():
+    """While worker processes are spawned: the parent's ``__main__`` is not named to them, so spawn does
+    not run the user's script again in each worker before it starts (the workers run captioner's own
+    code and need nothing from it).  A script without ``if __name__ == "__main__":`` then works, and no
+    worker repeats the script's own work; ``__main__`` is as before once the processes have started."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 def in_worker() -> bool:
@@ -182,7 +203,7 @@ class CaptionPool:
         self.lock = threading.Lock()
         self.next_id = 0
         self.closed = False
-        with _child_env(plan.threads):
+        with _child_env(plan.threads), main_not_rerun():
             for p in self.procs:
                 p.start()
         try:
