@@ -308,6 +308,9 @@ def _run(args, dist: Dist):
                 (out / "history.json").write_text(json.dumps(history, indent=1))
                 plot_history(history, out / "curves.png")
             dist.barrier()
+    # the ranks are in step after the last barrier: they leave the process group together, before rank 0
+    # calibrates alone (a rank that tore it down while rank 0 still held it aborted once in CI, at exit)
+    distributed.cleanup()
     print(f"best dev CIDEr-D {best:.4f}: {best_path}")
     if args.calibrate and best_path.is_file() and dist.is_main:
         # what the model knows of its limits (out-of-domain statistics, confidence), stored in its
