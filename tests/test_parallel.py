@@ -21,14 +21,56 @@ needs_model = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped
 
 def test_plan_follows_the_affinity_mask_and_the_device():
     assert parallel.cores() == len(os.sched_getaffinity(0))
-    assert parallel.plan(n_cores=16) == parallel.Plan(16, 1, 16)             # one single-thread process a core
-    assert parallel.plan(n_cores=16, threads=4) == parallel.Plan(4, 4, 16)
+    inf = float("inf")   # memory enough for any number of processes (the memory's part: the next test)
+    assert parallel.plan(n_cores=16, room_mb=inf) == parallel.Plan(16, 1, 16)   # one single-thread process a core
+    assert parallel.plan(n_cores=16, threads=4, room_mb=inf) == parallel.Plan(4, 4, 16)
     assert parallel.plan(2, n_cores=16) == parallel.Plan(2, 8, 16)            # the cores shared out
     gpu = parallel.plan(n_cores=16, device="cuda:0")
     assert gpu == parallel.Plan(1, 16, 16, gpu=True) and gpu.batch_size == parallel.GPU_BATCH   # one process owns a GPU
     assert not parallel.plan(n_cores=1).pooled
     with pytest.raises(ValueError, match="processes -1"):
         parallel.plan(-1)
+
+
+def test_plan_starts_no_more_processes_than_the_memory_holds():
+    w = parallel.WORKER_MB
+    # 16 cores, room for 5 processes: 5 of 3 threads each, every core still used
+    assert parallel.plan(n_cores=16, room_mb=5.5 * w) == parallel.Plan(5, 3, 16)
+    assert parallel.plan(n_cores=16, threads=4, room_mb=1.5 * w) == parallel.Plan(1, 4, 16)
+    assert parallel.plan(n_cores=16, room_mb=0) == parallel.Plan(1, 16, 16)    # one process, all its threads
+    assert parallel.plan(n_cores=2, room_mb=2 * w) == parallel.Plan(2, 1, 2)
+    assert parallel.plan(8, n_cores=16, room_mb=0) == parallel.Plan(8, 2, 16)  # what the user asked for stands
+    assert parallel.plan(n_cores=16, device="cuda", room_mb=0).gpu
+    assert parallel.memory_mb() is None or parallel.memory_mb() > 0           # this machine's, read
+
+
+def test_memory_room_reads_the_control_groups_limit(monkeypatch):
+    """A container's limit (cgroup v2, as the group's root, or v1) counts when it leaves less than the
+    machine's available memory; an unlimited group does not."""
+    gib = 2 ** 30
+    def fake(files):
+        monkeypatch.setattr(parallel, "_read", lambda path: files.get(path))
+
+    meminfo = "MemTotal: 67108864 kB\nMemAvailable: 33554432 kB\n"             # 32 GiB available
+    fake({"/proc/meminfo": meminfo, "/proc/self/cgroup": "0::/\n",
+          "/sys/fs/cgroup/memory.max": f"{4 * gib}\n", "/sys/fs/cgroup/memory.current": f"{gib}\n"})
+    assert parallel.memory_mb() == 3 * 1024                                     # the container's 3 GiB left
+    fake({"/proc/meminfo": meminfo, "/proc/self/cgroup": "0::/user.slice/app\n",   # the tightest ancestor
+          "/sys/fs/cgroup/user.slice/app/memory.max": "max\n",
+          "/sys/fs/cgroup/user.slice/app/memory.current": "5\n",
+          "/sys/fs/cgroup/user.slice/memory.max": f"{2 * gib}\n",
+          "/sys/fs/cgroup/user.slice/memory.current": f"{gib}\n"})
+    assert parallel.memory_mb() == 1024
+    fake({"/proc/meminfo": meminfo, "/proc/self/cgroup": "4:memory:/job\n0::/\n",
+          "/sys/fs/cgroup/memory/job/memory.limit_in_bytes": "9223372036854771712\n",
+          "/sys/fs/cgroup/memory/job/memory.usage_in_bytes": f"{gib}\n"})
+    assert parallel.memory_mb() == 32 * 1024                                    # v1, unlimited: the machine's
+    fake({"/proc/meminfo": meminfo, "/proc/self/cgroup": "4:memory:/job\n",
+          "/sys/fs/cgroup/memory/memory.limit_in_bytes": f"{6 * gib}\n",        # v1, the group mounted as root
+          "/sys/fs/cgroup/memory/memory.usage_in_bytes": f"{gib}\n"})
+    assert parallel.memory_mb() == 5 * 1024
+    fake({})
+    assert parallel.memory_mb() is None                                         # not Linux: no limit known
 
 
 def _old_colour_features(images: np.ndarray) -> np.ndarray:

@@ -3,7 +3,9 @@
 ``plan()`` reads the cores this process may run on (``os.sched_getaffinity``: ``taskset``, cgroup
 cpusets and container limits count) and chooses *processes x threads*: on a CPU, one captioning
 process per core, each with a one-thread ONNX Runtime session, because independent single-thread
-processes scale best (measured: 16 of them 205 images/s, one 16-thread process 40.5; docs/speed.md);
+processes scale best (measured: 16 of them 205 images/s, one 16-thread process 40.5; docs/speed.md),
+but no more processes than the free memory holds (``memory_mb``: the machine's available memory or a
+container's limit, whichever leaves less; ``WORKER_MB`` each), their threads then sharing the cores;
 on a GPU, one process that owns the device.  The CLI (``caption``, with or without ``--output``),
 ``Captioner.caption_paths`` and the HTTP server all call it.
 
@@ -32,6 +34,7 @@ import threading
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 # how long the reader waits on the result queue before checking that every worker is still alive
 _POLL_S = 0.5
@@ -44,6 +47,58 @@ def cores() -> int:
     except (AttributeError, OSError):   # macOS, Windows: no affinity mask
         return os.cpu_count() or 1
 
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+def _cgroup_room() -> float | None:
+    """Bytes this process's control group (a container's limit, a systemd slice) still lets it use, the
+    tightest over the group and its ancestors; None without a limit.  cgroup v2 (``memory.max``) and
+    v1 (``memory.limit_in_bytes``, where an unlimited group reports a huge number)."""
+    rooms = []
+    for line in (_read("/proc/self/cgroup") or "").splitlines():
+        _, controllers, rel = line.split(":", 2)
+        if controllers == "":
+            base, files = Path("/sys/fs/cgroup"), ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):
+            base, files = Path("/sys/fs/cgroup/memory"), ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        else:
+            continue
+        group = base / rel.lstrip("/")
+        # up to base: inside a container the group is often mounted as the root itself, and its own
+        # path is not there
+        for g in [group, *group.parents]:
+            limit, used = _read(str(g / files[0])), _read(str(g / files[1]))
+            if limit and used and limit.strip().isdigit() and int(limit) < 2 ** 60:
+                rooms.append(int(limit) - int(used))
+            if g == base:
+                break
+    return min(rooms) if rooms else None
+
+
+def memory_mb() -> float | None:
+    """Memory this process can still use, in MB: the system's available memory (``MemAvailable``,
+    reclaimable cache included), or less where its control group's limit leaves less; None where
+    neither can be read (not Linux)."""
+    rooms = []
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            rooms.append(int(line.split()[1]) * 1024)
+    cg = _cgroup_room()
+    if cg is not None:
+        rooms.append(cg)
+    return max(min(rooms), 0) / 2 ** 20 if rooms else None
+
+
+# the peak memory of one captioning process with the shipped model, 16 images a batch, a one-thread
+# session: about 700 MB (PSS) once ONNX Runtime's arena has grown, after a thousand photos or so, and
+# about 860 MB once it has read text in screenshots (benchmarks/bench_pool_memory.py; docs/speed.md); a
+# plan starts no more processes than the available memory holds at this much each
+WORKER_MB = 900
 
 # images per batch: 16 on a CPU (larger batches gain nothing there; docs/speed.md), 256 on a GPU, whose
 # encoder needs hundreds of images a call to be busy (the issue's H200: 18,600 images/s at 1,024)
@@ -67,9 +122,12 @@ class Plan:
 
 
 def plan(processes: int | None = None, threads: int | None = None, device: str = "cpu",
-         n_cores: int | None = None) -> Plan:
+         n_cores: int | None = None, room_mb: float | None = None) -> Plan:
     """``processes`` / ``threads`` as the user gave them (None or 0: chosen here).  On a GPU
-    (``device`` cuda or mps) one process holds the device and uses every core for its own work."""
+    (``device`` cuda or mps) one process holds the device and uses every core for its own work.
+    Chosen here, the processes are as many as the memory holds (``room_mb``, default ``memory_mb()``,
+    ``WORKER_MB`` each; ``inf``: no limit), their threads sharing out the cores: 16 cores and
+    4 GB give 5 processes of 3 threads, not 16 processes that run the machine out of memory."""
     n = n_cores or cores()
     for name, v in (("processes", processes), ("threads", threads)):
         if v is not None and v < 0:
@@ -80,7 +138,12 @@ def plan(processes: int | None = None, threads: int | None = None, device: str =
     if processes:
         return Plan(processes, threads or max(n // processes, 1), n)
     t = threads or 1
-    return Plan(max(n // t, 1), t, n)
+    p = max(n // t, 1)
+    room = memory_mb() if room_mb is None else room_mb
+    if room is not None and p > 1 and room < p * WORKER_MB:
+        p = max(int(room // WORKER_MB), 1)
+        t = threads or max(n // p, 1)
+    return Plan(p, t, n)
 
 
 # numpy's BLAS (the tagger's, the domain check's products) and OpenMP read these when they load: a
