@@ -252,13 +252,18 @@ def parent_cost(photos: list[str], processes: int) -> dict:
     return {"images": n, "parent_cpu_ms_per_image": 1e3 * cpu / n, "images_per_s": n / wall}
 
 
-def worker_rss_mb() -> float:
-    """Resident memory of one loaded worker (the model with a one-thread session), in MB."""
-    code = ("import resource; from captioner.api import Captioner; c = Captioner(threads=1); "
-            "list(c.caption_paths([__import__('sys').argv[1]], processes=1)); "
+def worker_rss_mb(photos: list[str]) -> float:
+    """Peak resident memory of one single-thread captioning process over ``photos`` (batches of 16, as a
+    worker takes them), in MB: ONNX Runtime's arena grows with the shapes it meets, so a batch of real
+    photos, not one image (benchmarks/bench_pool_memory.py follows a whole run)."""
+    code = ("import resource, sys; from captioner.api import Captioner; c = Captioner(threads=1); "
+            "list(c.caption_paths(open(sys.argv[1]).read().split(), 16, processes=1)); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
-    r = subprocess.run([sys.executable, "-c", code, str(ROOT / "src/captioner/examples/coffee.jpg")],
-                       capture_output=True, text=True, env=env_for(ROOT / "src"))
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as listing:
+        listing.write("\n".join(photos) + "\n")
+        listing.flush()
+        r = subprocess.run([sys.executable, "-c", code, listing.name], capture_output=True, text=True,
+                           env=env_for(ROOT / "src"), check=True)
     return float(r.stdout.strip().splitlines()[-1])
 
 
@@ -352,7 +357,7 @@ def main() -> int:
                   f"{p['ratio_to_models_alone']:.2f}", flush=True)
         # part 1, on paper: 16 and 64 cores from the per-core costs measured here
         pc = parent_cost(photos[:min(len(photos), 320)], len(every))
-        rss = worker_rss_mb()
+        rss = worker_rss_mb(photos[:args.profile_n])
         per_image = out["profile"]["after"]["cpu_ms_per_image"]
         eff = out["goals"]["after, N cores / ideal N processes (goal >= 0.9)"]
         out["per_core_costs"] = {"worker_cpu_ms_per_image": round(per_image, 2), **pc, "worker_rss_mb": round(rss)}
