@@ -2,10 +2,12 @@
 
     python benchmarks/bench_pool_memory.py --photos 1000 8091 --json runs/bench_pool_memory.json   # ~10 min, 2 cores
     python benchmarks/bench_pool_memory.py --photos 200 1000 --json /tmp/quick.json                 # a quick look
+    python benchmarks/bench_pool_memory.py --folder src/captioner/examples --photos 8 --passes 40 --json runs/text.json
 
 Each run is a fresh ``captioner caption --from-list L --output F.jsonl`` (a library run, the way a
 photo library is captioned) on every core this script may use, on the first N Flickr8k photos in the
-order of ``Images/`` (every split: the photos are only captioned here, never trained on), then the
+order of ``Images/`` (every split: the photos are only captioned here, never trained on; ``--passes K``
+takes them K times, through links, for a longer run), then the
 same with ``--processes 1`` (one process, the path before the pool) on the smallest N.  Every 0.25 s
 the script walks the run's process tree (the CLI and its worker processes) through ``/proc`` and
 sums each process's proportional set size (PSS: shared pages counted once across the processes,
@@ -31,6 +33,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cores import DATA, ROOT, baseline_tree, report  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "src"))
+from captioner.images import IMAGE_SUFFIXES  # noqa: E402
 
 
 def children() -> dict[int, list[int]]:
@@ -124,25 +129,37 @@ def main() -> None:
     ap.add_argument("--photos", type=int, nargs="+", default=[1000, 8091],
                     help="photo counts to run, smallest first (Flickr8k has 8,091)")
     ap.add_argument("--data", type=Path, default=DATA, help="the Flickr8k folder (with Images/)")
+    ap.add_argument("--folder", type=Path, default=None,
+                    help="caption the images of this folder instead of Flickr8k's (e.g. src/captioner/examples: "
+                         "screenshots, a page and a chart, whose text is read)")
+    ap.add_argument("--passes", type=int, default=1,
+                    help="caption the photos this many times in each run, each pass through its own link to "
+                         "the folder (distinct paths, so a library run keeps every record): a longer run")
     ap.add_argument("--baseline", default=None,
                     help="also run this commit's code (git archive), each run right after this tree's")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args()
-    names = sorted(p.name for p in (args.data / "Images").iterdir() if p.suffix.lower() == ".jpg")
+    folder = (args.folder or args.data / "Images").resolve()
+    names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     counts = sorted(args.photos)
     if counts[-1] > len(names):
-        raise SystemExit(f"--photos {counts[-1]}: {args.data / 'Images'} holds {len(names)} photos")
-    photos = [str(args.data / "Images" / n) for n in names]
+        raise SystemExit(f"--photos {counts[-1]}: {folder} holds {len(names)} images")
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_pool_memory_") as tmp:
+        folders = [folder]
+        for k in range(1, args.passes):
+            folders.append(Path(tmp) / f"pass{k}")
+            folders[-1].symlink_to(folders[0], target_is_directory=True)
+        # each count's photos, then the same photos again through each link
+        photos = {n: [str(f / name) for f in folders for name in names[:n]] for n in counts}
         trees = {"after": ROOT / "src"}
         if args.baseline:
             trees["before"] = baseline_tree(args.baseline, Path(tmp) / "base")
         for n, extra in [(n, []) for n in counts] + [(counts[0], ["--processes", "1"])]:
             for code, src in trees.items():
-                results.append({"code": code, **run(src, photos[:n], Path(tmp), extra)})
+                results.append({"code": code, **run(src, photos[n], Path(tmp), extra)})
                 print({k: v for k, v in results[-1].items() if k != "pss_mb_timeline"}, file=sys.stderr, flush=True)
-    out = {"cores": len(os.sched_getaffinity(0)), "baseline": args.baseline, "runs": results}
+    out = {"cores": len(os.sched_getaffinity(0)), "baseline": args.baseline, "passes": args.passes, "runs": results}
     for code in trees:
         pooled = [r for r in results if r["code"] == code and r["options"] == "(defaults)"]
         out[f"{code}: peak PSS growth, smallest to largest run (MB)"] = (pooled[-1]["peak_pss_mb_all_processes"]

@@ -298,7 +298,7 @@ def main(argv=None) -> int:
     p.add_argument("--processes", type=int, default=None,
                    help="captioning processes, each with the model loaded once (default: one per core this "
                         "command may use, as taskset or a container allows, and no more than its free memory holds at "
-                        "about 0.9 GB each; one on a GPU)")
+                        "about 1 GB each; one on a GPU)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads of each process's model (default: 1 with several processes, else every core)")
     # 0 by default: on 2 cores a decoding thread competes with the encoder (benchmarks/bench_inference.py)

@@ -95,10 +95,10 @@ def memory_mb() -> float | None:
 
 
 # the peak memory of one captioning process with the shipped model, 16 images a batch, a one-thread
-# session: about 700 MB (PSS) once ONNX Runtime's arena has grown, after a thousand photos or so, and
-# about 860 MB once it has read text in screenshots (benchmarks/bench_pool_memory.py; docs/speed.md); a
-# plan starts no more processes than the available memory holds at this much each
-WORKER_MB = 900
+# session (PSS, benchmarks/bench_pool_memory.py; docs/speed.md): about 0.7 GB on photos once ONNX
+# Runtime's arena has grown, and up to 1.03 GB while it reads the text of full-size screenshots and
+# pages; a plan starts no more processes than the available memory holds at this much each
+WORKER_MB = 1000
 
 # images per batch: 16 on a CPU (larger batches gain nothing there; docs/speed.md), 256 on a GPU, whose
 # encoder needs hundreds of images a call to be busy (the issue's H200: 18,600 images/s at 1,024)
@@ -127,7 +127,7 @@ def plan(processes: int | None = None, threads: int | None = None, device: str =
     (``device`` cuda or mps) one process holds the device and uses every core for its own work.
     Chosen here, the processes are as many as the memory holds (``room_mb``, default ``memory_mb()``,
     ``WORKER_MB`` each; ``inf``: no limit), their threads sharing out the cores: 16 cores and
-    4 GB give 5 processes of 3 threads, not 16 processes that run the machine out of memory."""
+    4 GB give 4 processes of 4 threads, not 16 processes that run the machine out of memory."""
     n = n_cores or cores()
     for name, v in (("processes", processes), ("threads", threads)):
         if v is not None and v < 0:
