@@ -328,8 +328,8 @@ def main(argv=None) -> int:
                    help="an existing Ray cluster (auto, or ray://HOST:10001); default: start a local one")
     g.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray (default: all of this machine's)")
     g.add_argument("--ray-workers", type=int, default=None,
-                   help="copies of the model working at once, each loaded once (default: one per CPU, or per "
-                        "share of a GPU)")
+                   help="copies of the model working at once, each loaded once (default: one per CPU, no more "
+                        "than the cluster's memory holds at about 1 GB each; or one per share of a GPU)")
     g.add_argument("--num-gpus-per-worker", type=float, default=0.0,
                    help="GPUs for each copy of the model (e.g. 1, or 0.5 to share one GPU between two)")
     p.set_defaults(func=_caption)

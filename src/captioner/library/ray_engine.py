@@ -19,6 +19,8 @@ import json
 import math
 import os
 
+from captioner.parallel import WORKER_MB
+
 
 class _Worker:
     """One actor of the pool: a model loaded once, a batch of paths in, their records out."""
@@ -48,6 +50,24 @@ def _worker_class(config: dict) -> type:
             super().__init__(**config)
 
     return Worker
+
+
+def actors(resources: dict, gpus: float = 0, workers: int = 0) -> tuple[int, int, dict]:
+    """-> (actors, CPUs each, the memory each asks Ray for) on a cluster with ``resources``
+    (``ray.cluster_resources()``): ``workers`` if given; one per ``gpus`` GPUs; else one per CPU, but no
+    more than the cluster's memory holds at ``parallel.WORKER_MB`` each (an actor holds a model, about
+    1 GB at its peak), and Ray then places each actor where that memory is free."""
+    memory: dict = {}
+    if workers:
+        n = workers
+    elif gpus:
+        n = max(int(resources.get("GPU", 0) // gpus), 1)
+    else:
+        n = max(int(resources.get("CPU", 1)), 1)
+        room = int(resources.get("memory", 0) // (WORKER_MB * 2 ** 20))
+        if room >= 1:   # else Ray could place none: one actor, whatever the memory
+            n, memory = min(n, room), {"memory": WORKER_MB * 2 ** 20}
+    return n, 1 if gpus else max(int(resources.get("CPU", 1)) // n, 1), memory
 
 
 def _quiet(ray) -> None:
@@ -89,17 +109,10 @@ def ray_batches(paths: list[str], job):
     try:
         _quiet(ray)
         gpus = job.num_gpus_per_worker
-        res = ray.cluster_resources()
-        if job.ray_workers:
-            n = job.ray_workers
-        elif gpus:
-            n = max(int(res.get("GPU", 0) // gpus), 1)
-        else:
-            n = max(int(res.get("CPU", 1)), 1)
+        n, cpus, memory = actors(ray.cluster_resources(), gpus, job.ray_workers)
         model = dict(job.model)
         if gpus and model.get("device", "auto") in ("auto", "cpu"):
             model["device"] = "cuda"
-        cpus = 1 if gpus else max(int(res.get("CPU", 1)) // n, 1)
         model.setdefault("text_threads", cpus)   # the text reader keeps to the actor's share of the CPUs
         # a block per batch, and at least one per actor, so that every actor gets work
         blocks = max(math.ceil(len(paths) / (job.batch_size or 16)), min(n, len(paths)))
@@ -107,7 +120,8 @@ def ray_batches(paths: list[str], job):
         worker = _worker_class({"model": model, "metadata": job.metadata, "overwrite": job.overwrite_metadata,
                                 "cwd": os.getcwd(), "threads": cpus})
         out = ds.map_batches(worker, batch_size=job.batch_size or 16, batch_format="numpy",
-                             compute=ray.data.ActorPoolStrategy(size=n), num_cpus=cpus, num_gpus=gpus or None)
+                             compute=ray.data.ActorPoolStrategy(size=n), num_cpus=cpus, num_gpus=gpus or None,
+                             **memory)
         for batch in out.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
             yield [json.loads(s) for s in batch["record"]]
     finally:
