@@ -71,6 +71,9 @@ def test_memory_room_reads_the_control_groups_limit(monkeypatch):
     assert parallel.memory_mb() == 5 * 1024
     fake({})
     assert parallel.memory_mb() is None                                         # not Linux: no limit known
+    fake({"/proc/meminfo": "MemAvailable:\n", "/proc/self/cgroup": "garbage\n0::/\n",
+          "/sys/fs/cgroup/memory.max": "12x\n", "/sys/fs/cgroup/memory.current": "\n"})
+    assert parallel.memory_mb() is None                                         # unreadable: no limit, no crash
 
 
 def _old_colour_features(images: np.ndarray) -> np.ndarray:

@@ -61,6 +61,8 @@ def _cgroup_room() -> float | None:
     v1 (``memory.limit_in_bytes``, where an unlimited group reports a huge number)."""
     rooms = []
     for line in (_read("/proc/self/cgroup") or "").splitlines():
+        if line.count(":") < 2:
+            continue
         _, controllers, rel = line.split(":", 2)
         if controllers == "":
             base, files = Path("/sys/fs/cgroup"), ("memory.max", "memory.current")
@@ -72,8 +74,8 @@ def _cgroup_room() -> float | None:
         # up to base: inside a container the group is often mounted as the root itself, and its own
         # path is not there
         for g in [group, *group.parents]:
-            limit, used = _read(str(g / files[0])), _read(str(g / files[1]))
-            if limit and used and limit.strip().isdigit() and int(limit) < 2 ** 60:
+            limit, used = (_read(str(g / f)) or "" for f in files)
+            if limit.strip().isdigit() and used.strip().isdigit() and int(limit) < 2 ** 60:
                 rooms.append(int(limit) - int(used))
             if g == base:
                 break
@@ -86,7 +88,7 @@ def memory_mb() -> float | None:
     neither can be read (not Linux)."""
     rooms = []
     for line in (_read("/proc/meminfo") or "").splitlines():
-        if line.startswith("MemAvailable:"):
+        if line.startswith("MemAvailable:") and line.split()[1:2] and line.split()[1].isdigit():
             rooms.append(int(line.split()[1]) * 1024)
     cg = _cgroup_room()
     if cg is not None:

@@ -54,9 +54,9 @@ def session_options(threads: int | None):
     # ORT's workers otherwise spin for a while after each run, stealing the cores from whatever runs
     # next (measured with the torch decoder: 78 -> 41 ms per single image on 2 cores)
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # ORT's memory pattern plans one block per input shape it sees and keeps each; the search's row
-    # count changes as captions end, so a process collected dozens (a worker rose 530 -> 740 MB over
-    # 640 photos, in steps).  Without it: about 200 MB less a process, the same speed and answers
+    # ORT's memory pattern plans one block of buffers per input shape it sees and keeps each; the
+    # search's row count changes as captions end, so a process collected dozens.  Without it one
+    # process peaks at 578 MB instead of 762 on 1,000 photos, at the same speed, with the same answers
     # (benchmarks/bench_pool_memory.py; docs/speed.md)
     opts.enable_mem_pattern = False
     return opts
