@@ -254,6 +254,50 @@ def test_ctrl_c_stops_the_workers_and_a_rerun_finishes(tmp_path):
 
 
 @needs_model
+@pytest.mark.slow
+def test_a_killed_worker_ends_the_run_with_a_clear_error_and_a_rerun_finishes(tmp_path):
+    """A worker killed mid-run (SIGKILL, as the out-of-memory killer does): the run ends with one line
+    that names the worker and the signal, no traceback, exit status 1, no process left; the records
+    written are whole, and the rerun captions exactly the photos that were missing."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(12):
+        for p in EXAMPLES:
+            if p.suffix == ".jpg":
+                (photos / f"{i}_{p.name}").write_bytes(p.read_bytes())
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "captioner", "caption", str(photos), "--output", str(out), "--batch-size", "2",
+           "--processes", "2", "--read-text", "never"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not out.exists() or not out.read_text().strip()):
+        time.sleep(0.2)
+    kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    workers = [int(k) for k in kids if "spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes().decode(errors="replace")]
+    assert len(workers) == 2, kids
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err, err
+    assert "captioner: error: worker process captioner-worker-" in err and "was killed by SIGKILL" in err, err
+    assert f"every photo captioned before it is in {out}" in err, err
+    assert not still_running(workers[1:], 10)
+    first = [json.loads(line) for line in out.read_text().splitlines()]
+    total = len(list(photos.iterdir()))
+    assert 0 < len(first) < total
+    subprocess.run(cmd, check=True, capture_output=True)
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(recs) == total and len({r["image"] for r in recs}) == total
+    assert recs[:len(first)] == first
+
+
+@needs_model
 def test_the_examples_give_the_numbers_they_gave_before_the_speed_work():
     """Bit-identical where the arithmetic did not change: the records of the bundled examples as
     commit 3522a2b wrote them (tests/fixtures/README.md), in one process and from the pool."""

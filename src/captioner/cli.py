@@ -450,6 +450,11 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"captioner: error: {e}", file=sys.stderr)
         return 2
+    except parallel.WorkerError as e:   # a worker process died (killed, out of memory): what it did is kept
+        kept = (f"; every photo captioned before it is in {args.output}, and the same command again captions "
+                "the rest") if getattr(args, "output", None) else ""
+        print(f"captioner: error: {e}{kept}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

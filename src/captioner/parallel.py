@@ -241,6 +241,20 @@ class WorkerError(RuntimeError):
     """A worker process failed: a batch raised, or the process died."""
 
 
+def ended(exitcode: int | None) -> str:
+    """How a worker process ended, in words: killed by a signal (a negative exit code), SIGKILL most
+    often by the system's out-of-memory killer, or stopped with an exit code."""
+    if exitcode is None or exitcode >= 0:
+        return f"stopped (exit code {exitcode})"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = f"signal {-exitcode}"
+    hint = (" (often the system's out-of-memory killer: --processes with fewer processes needs less memory)"
+            if -exitcode == signal.SIGKILL else "")
+    return f"was killed by {name}{hint}"
+
+
 def _error(err: tuple[str, str]) -> Exception:
     """A worker's (exception name, message) as the parent raises it: the user's errors (a model file
     that cannot be read, a bad setting, a bad upload) keep their kind, so callers catch them as before."""
@@ -294,7 +308,7 @@ class CaptionPool:
     def _check_alive(self) -> None:
         dead = [p for p in self.procs if not p.is_alive()]
         if dead:
-            raise WorkerError(f"worker process {dead[0].name} stopped (exit code {dead[0].exitcode}); "
+            raise WorkerError(f"worker process {dead[0].name} {ended(dead[0].exitcode)}; "
                               "the batches it held were not captioned")
 
     def _read(self) -> None:

@@ -1,0 +1,128 @@
+"""A library run inside a memory limit, as in a container: before and after, in one run.
+
+    sudo python benchmarks/bench_memory_limit.py --limit-mb 1200 --photos 1000 --json runs/bench_memory_limit.json
+
+Makes a child control group of this process's own (cgroup v1's memory controller, or cgroup v2 where
+the memory controller is delegated to it; root, or a delegated group, is needed), sets its memory
+limit, and runs ``captioner caption --from-list L --output F.jsonl`` of ``--baseline``'s code (``git
+archive``) and of this tree inside it, one after the other, on every core this script may use, on the
+first N Flickr8k test photos (only captioned).  For each: the exit status, the records written, the
+group's peak memory, whether the kernel's OOM killer struck, and images/s.  The group is removed at the end.
+
+Before, ``plan()`` started one worker per core whatever the memory; now it reads the group's limit
+(``parallel.memory_mb``) and starts no more workers than it holds.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_cores import DATA, ROOT, baseline_tree, env_for, report, test_photos  # noqa: E402
+
+
+class Group:
+    """A child memory cgroup of this process's own, v1 or v2, with a limit in bytes."""
+
+    def __init__(self, limit: int):
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        v1 = [ln.split(":", 2)[2] for ln in lines if "memory" in ln.split(":", 2)[1].split(",")]
+        if v1:
+            self.v2, base = False, Path("/sys/fs/cgroup/memory")
+            rel = v1[0]
+        else:
+            self.v2, base = True, Path("/sys/fs/cgroup")
+            rel = next(ln.split(":", 2)[2] for ln in lines if ln.startswith("0::"))
+        parent = base / rel.lstrip("/")
+        if not parent.is_dir():   # a container that mounts its own group as the root
+            parent = base
+        self.path = parent / f"captioner-bench-{os.getpid()}"
+        try:
+            self.path.mkdir()
+        except OSError as e:
+            raise SystemExit(f"cannot make a control group under {parent} ({e}): run as root, or in a "
+                             "group whose memory controller is delegated to you") from None
+        self._write("memory.max" if self.v2 else "memory.limit_in_bytes", str(limit))
+
+    def _write(self, name: str, value: str) -> None:
+        (self.path / name).write_text(value)
+
+    def _read(self, name: str) -> str:
+        return (self.path / name).read_text()
+
+    def enter(self) -> None:
+        """In the child, before exec: this process and all it starts are in the group."""
+        self._write("cgroup.procs", str(os.getpid()))
+
+    def reset_peak(self) -> None:
+        if not self.v2:
+            self._write("memory.max_usage_in_bytes", "0")
+
+    def peak_mb(self) -> float | None:
+        name = "memory.peak" if self.v2 else "memory.max_usage_in_bytes"
+        try:
+            return round(int(self._read(name)) / 2 ** 20)
+        except OSError:   # memory.peak needs Linux 5.19
+            return None
+
+    def oom_kills(self) -> int:
+        text = self._read("memory.events" if self.v2 else "memory.oom_control")
+        return next((int(ln.split()[1]) for ln in text.splitlines() if ln.startswith("oom_kill ")), 0)
+
+    def remove(self) -> None:
+        try:
+            self.path.rmdir()
+        except OSError as e:
+            print(f"could not remove {self.path}: {e}", file=sys.stderr)
+
+
+def run(group: Group, src: Path, listing: Path, out: Path) -> dict:
+    out.unlink(missing_ok=True)
+    group.reset_peak()
+    kills = group.oom_kills()
+    cmd = [sys.executable, "-m", "captioner", "caption", "--from-list", str(listing), "--output", str(out)]
+    t = time.perf_counter()
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env_for(src),
+                       preexec_fn=group.enter, check=False)
+    wall = time.perf_counter() - t
+    records = sum(1 for _ in out.open()) if out.exists() else 0
+    return {"exit_status": r.returncode, "records": records, "seconds": round(wall, 1),
+            "images_per_s": round(records / wall, 1), "group_peak_mb": group.peak_mb(),
+            "oom_kills": group.oom_kills() - kills, "stderr_tail": r.stderr.strip().splitlines()[-1:]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--limit-mb", type=int, default=1200, help="the group's memory limit, in MB")
+    ap.add_argument("--photos", type=int, default=1000, help="Flickr8k test photos to caption in each run")
+    ap.add_argument("--baseline", default="4bdab39", help="the commit to compare against (plan without memory)")
+    ap.add_argument("--data", default=str(DATA), help="the Flickr8k folder")
+    ap.add_argument("--json", default=None, help="also write the results to this file")
+    args = ap.parse_args()
+    photos = test_photos(Path(args.data), args.photos)
+    group = Group(args.limit_mb * 2 ** 20)
+    out: dict = {"limit_mb": args.limit_mb, "cores": len(os.sched_getaffinity(0)), "photos": len(photos),
+                 "baseline": args.baseline, "cgroup": "v2" if group.v2 else "v1"}
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench_memory_limit_") as tmp:
+            work = Path(tmp)
+            listing = work / "photos.txt"
+            listing.write_text("\n".join(photos) + "\n")
+            trees = {"before": baseline_tree(args.baseline, work / "base"), "after": ROOT / "src"}
+            for name, src in trees.items():
+                out[name] = run(group, src, listing, work / f"{name}.jsonl")
+                print(name, out[name], file=sys.stderr, flush=True)
+    finally:
+        group.remove()
+    report(out, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
