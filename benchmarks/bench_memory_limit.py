@@ -1,6 +1,6 @@
 """A library run inside a memory limit, as in a container: before and after, in one run.
 
-    sudo python benchmarks/bench_memory_limit.py --limit-mb 1200 --photos 1000 --json runs/bench_memory_limit.json
+    python benchmarks/bench_memory_limit.py --limit-mb 1200 --photos 1000 --json runs/bench_memory_limit.json
 
 Makes a child control group of this process's own (cgroup v1's memory controller, or cgroup v2 where
 the memory controller is delegated to it; root, or a delegated group, is needed), sets its memory

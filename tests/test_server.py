@@ -125,3 +125,53 @@ def test_caption_carries_flag_confidence_tags_and_alt_text(server):
     assert body["alt_text"] and body["alt_text"] != body["caption"]
     status, body = post(server + "/caption/batch", [("images", "chart.png", buf.getvalue())])
     assert status == 200 and body["results"][0]["in_domain"] is False
+
+
+def test_a_killed_worker_is_replaced_and_the_server_keeps_serving():
+    """A captioning process killed (SIGKILL, as the out-of-memory killer does) under a pooled server:
+    the next request is told so (503, JSON, retry), the server starts its processes again, and the
+    request after it is captioned; nothing is left behind when the server stops."""
+    import os
+    import signal
+    from pathlib import Path
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "captioner", "serve", "--port", str(port), "--processes", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def workers():
+        kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        return [int(k) for k in kids if "spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes().decode(errors="replace")]
+
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(base + "/health", timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                time.sleep(0.5)
+        assert post(base + "/caption", [("image", "a.jpg", jpeg())])[0] == 200
+        first = workers()
+        assert len(first) == 2
+        os.kill(first[0], signal.SIGKILL)
+        time.sleep(2)   # the pool notices within its half-second poll
+        status, body = post(base + "/caption", [("image", "a.jpg", jpeg())])
+        assert status == 503, body
+        assert "was killed by SIGKILL" in body["detail"] and "send the request again" in body["detail"], body
+        status, body = post(base + "/caption", [("image", "a.jpg", jpeg())])
+        assert status == 200 and body["caption"], body
+        now = workers()
+        assert len(now) == 2 and not set(now) & set(first), (first, now)   # all new: the old pool was closed
+    finally:
+        kids = workers()
+        proc.terminate()
+        proc.wait(20)
+    for pid in kids:   # the server's workers end with it
+        for _ in range(50):
+            if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"worker {pid} outlived the server")

@@ -12,7 +12,8 @@ on a GPU, one process that owns the device.  The CLI (``caption``, with or witho
 ``CaptionPool`` is that set of processes: each loads the model once (``api.Captioner`` with its own
 thread count) and captions the batches it is sent; results come back in input order, at most
 ``2 x processes`` batches are in flight (memory stays bounded), a worker that dies fails the run
-with a clear error instead of hanging, and Ctrl-C stops every worker (they ignore SIGINT and are
+with a clear error instead of hanging (the pool then takes no more tasks: ``failed``; the HTTP server
+starts a new one), and Ctrl-C stops every worker (they ignore SIGINT and are
 stopped by the parent, so results already handed back are written and nothing half-done is).
 
     from captioner import parallel
@@ -282,6 +283,9 @@ class CaptionPool:
         self.lock = threading.Lock()
         self.next_id = 0
         self.closed = False
+        # set once a worker has died: the pool takes no more tasks (its queue may be held by the dead
+        # process for ever), and a long-lived user such as the HTTP server starts a new one
+        self.failed: WorkerError | None = None
         with _child_env(plan.threads), main_not_rerun():
             for p in self.procs:
                 p.start()
@@ -320,7 +324,7 @@ class CaptionPool:
                 try:
                     self._check_alive()
                 except WorkerError as e:
-                    self._fail_all(e)
+                    self._fail_all(e, broken=True)
                     return
                 continue
             except (EOFError, OSError, ValueError):   # the queue was closed under us: the pool is closing
@@ -330,8 +334,10 @@ class CaptionPool:
             if fut is not None and not fut.done():   # a cancelled one (the consumer stopped) is dropped
                 fut.set_result(value) if status == "ok" else fut.set_exception(_error(value))
 
-    def _fail_all(self, err: Exception) -> None:
-        with self.lock:
+    def _fail_all(self, err: Exception, broken: bool = False) -> None:
+        with self.lock:   # the lock submit takes: no task is added after this without seeing ``failed``
+            if broken:
+                self.failed = err
             futs, self.pending = list(self.pending.values()), {}
         for f in futs:
             if not f.done():
@@ -342,6 +348,8 @@ class CaptionPool:
             raise RuntimeError("the caption pool is closed")
         fut: Future = Future()
         with self.lock:
+            if self.failed is not None:
+                raise self.failed
             tid, self.next_id = self.next_id, self.next_id + 1
             self.pending[tid] = fut
         self.tasks.put((tid, kind, payload, opts))

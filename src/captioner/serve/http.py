@@ -102,7 +102,7 @@ def create_app(captioner: Captioner | None = None, model_path: str | None = None
     model = {"path": model_path, "device": device, **(options or {})}
     plan = parallel.plan_for(model, processes) if captioner is None else parallel.plan(1)
     state = {"captioner": captioner, "pool": None}
-    lock = threading.Lock()
+    lock, restarting = threading.Lock(), threading.Lock()
 
     def get() -> Captioner:
         if state["captioner"] is None:  # loaded once, on first need (start-up loads it eagerly)
@@ -137,10 +137,24 @@ def create_app(captioner: Captioner | None = None, model_path: str | None = None
         """One upload, on a free worker process where there is a pool, else here under the lock."""
         if state["pool"] is None:
             return await run_in_threadpool(_caption, data, name, beam_size, n_best, opts)
-        t0 = time.perf_counter()
-        cap = await asyncio.wrap_future(state["pool"].submit_bytes(data, name, beam_size=beam_size, n_best=n_best,
-                                                                   **opts))
+        t0, pool = time.perf_counter(), state["pool"]
+        try:
+            cap = await asyncio.wrap_future(pool.submit_bytes(data, name, beam_size=beam_size, n_best=n_best, **opts))
+        except parallel.WorkerError:
+            if pool.failed is None:   # a batch failed, the workers are well
+                raise
+            await run_in_threadpool(restart, pool)
+            raise HTTPException(status_code=503, detail=f"{pool.failed}; the server started its captioning "
+                                                        "processes again: send the request again") from None
         return {**cap.to_dict(), "seconds": round(time.perf_counter() - t0, 3)}
+
+    def restart(pool) -> None:
+        """A worker died (killed, out of memory): the old pool is closed and a new one started, once,
+        however many requests saw it fail; the server keeps serving."""
+        with restarting:
+            if state["pool"] is pool:
+                pool.close()
+                state["pool"] = parallel.CaptionPool(model, plan)
 
     def _wording(read_text, gender_neutral, max_chars) -> dict:
         return {"read_text": read_text, "gender_neutral": gender_neutral, "max_chars": max_chars}
