@@ -167,7 +167,12 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_serving():
     finally:
         kids = workers()
         proc.terminate()
-        proc.wait(20)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:   # never leave a server behind, even when the test fails
+            proc.kill()
+            proc.wait(10)
+            raise
     for pid in kids:   # the server's workers end with it
         for _ in range(50):
             if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]:
