@@ -70,6 +70,10 @@ def test_health_and_openapi(server):
     from captioner import modelfile
 
     assert h["version"] == modelfile.read().version["weights"] and h["backend"] == "onnx"   # the shipped file's digest
+    from captioner import parallel
+
+    plan = parallel.plan()   # how many captioning processes serve, and the threads of each
+    assert (h["processes"], h["threads"]) == (plan.processes, plan.threads)
     spec = json.loads(urllib.request.urlopen(server + "/openapi.json").read())
     assert "/caption" in spec["paths"] and "/caption/batch" in spec["paths"]
 

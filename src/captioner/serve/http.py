@@ -165,7 +165,8 @@ def create_app(captioner: Captioner | None = None, model_path: str | None = None
         return {"status": "ok", "captioner": __version__, "model": c.path.name, "version": c.version,
                 "device": str(c.device), "encoder": c.model.cfg.encoder,
                 "decoder": c.model.cfg.decoder, "vocabulary": len(c.vocab), "backend": c.backend,
-                "precision": c.precision, "model_card": "/model-card"}   # the card itself is long: a link
+                "precision": c.precision, "processes": plan.processes, "threads": plan.threads,
+                "model_card": "/model-card"}   # the card itself is long: a link
 
     @app.get("/model-card", response_class=PlainTextResponse)
     def card():
