@@ -212,45 +212,66 @@ def test_device_batches_match_the_cpu_path(tmp_path, monkeypatch):
         assert [c.text for c in cap.caption_tensors(x1)] == [c.text for c in cap.caption_tensors(x2, colour=colour)]
 
 
+class StoppedRun:
+    """A pooled library run (2 workers, batches of 2) over 48 copies of the bundled photos, to be stopped
+    once its first record is written; ``finish`` checks that the records kept are whole and that the
+    same command again captions exactly the photos that were missing."""
+
+    def __init__(self, tmp_path, **popen):
+        import subprocess
+        import sys
+        import time
+
+        self.photos = tmp_path / "photos"
+        self.photos.mkdir()
+        for i in range(12):
+            for p in EXAMPLES:
+                if p.suffix == ".jpg":
+                    (self.photos / f"{i}_{p.name}").write_bytes(p.read_bytes())
+        self.out = tmp_path / "out.jsonl"
+        self.cmd = [sys.executable, "-m", "captioner", "caption", str(self.photos), "--output", str(self.out),
+                    "--batch-size", "2", "--processes", "2", "--read-text", "never"]
+        self.proc = subprocess.Popen(self.cmd, stderr=subprocess.PIPE, text=True, **popen)
+        deadline = time.time() + 300
+        while time.time() < deadline and (not self.out.exists() or not self.out.read_text().strip()):
+            time.sleep(0.2)
+
+    def children(self) -> list[int]:
+        import subprocess
+
+        return [int(k) for k in subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                                               text=True).stdout.split()]
+
+    def finish(self) -> None:
+        import json
+        import subprocess
+
+        first = [json.loads(line) for line in self.out.read_text().splitlines()]
+        total = len(list(self.photos.iterdir()))
+        assert 0 < len(first) < total
+        subprocess.run(self.cmd, check=True, capture_output=True)
+        recs = [json.loads(line) for line in self.out.read_text().splitlines()]
+        assert len(recs) == total and len({r["image"] for r in recs}) == total
+        assert recs[:len(first)] == first
+
+
 @needs_model
 @pytest.mark.slow
 def test_ctrl_c_stops_the_workers_and_a_rerun_finishes(tmp_path):
     """Ctrl-C during a pooled library run: exit 130 within seconds, no worker left, every record
     written is whole, and the rerun captions exactly the photos that were missing."""
-    import json
     import signal
-    import subprocess
-    import sys
     import time
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(12):
-        for p in EXAMPLES:
-            if p.suffix == ".jpg":
-                (photos / f"{i}_{p.name}").write_bytes(p.read_bytes())
-    out = tmp_path / "out.jsonl"
-    cmd = [sys.executable, "-m", "captioner", "caption", str(photos), "--output", str(out), "--batch-size", "2",
-           "--processes", "2", "--read-text", "never"]
     # SIGINT as a terminal delivers it: a shell starts background jobs with SIGINT ignored, and a child inherits
     # that (a suite run with `nohup … &` then saw the run finish with 0, deaf to the signal)
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 300
-    while time.time() < deadline and (not out.exists() or not out.read_text().strip()):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    run = StoppedRun(tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    run.proc.send_signal(signal.SIGINT)
     t = time.time()
-    assert proc.wait(60) == 130
+    assert run.proc.wait(60) == 130
     assert time.time() - t < 30
-    kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert not kids
-    first = [json.loads(line) for line in out.read_text().splitlines()]
-    total = len(list(photos.iterdir()))
-    assert 0 < len(first) < total
-    subprocess.run(cmd, check=True, capture_output=True)
-    recs = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(recs) == total and len({r["image"] for r in recs}) == total
+    assert not run.children()
+    run.finish()
 
 
 @needs_model
@@ -259,42 +280,19 @@ def test_a_killed_worker_ends_the_run_with_a_clear_error_and_a_rerun_finishes(tm
     """A worker killed mid-run (SIGKILL, as the out-of-memory killer does): the run ends with one line
     that names the worker and the signal, no traceback, exit status 1, no process left; the records
     written are whole, and the rerun captions exactly the photos that were missing."""
-    import json
     import signal
-    import subprocess
-    import sys
-    import time
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(12):
-        for p in EXAMPLES:
-            if p.suffix == ".jpg":
-                (photos / f"{i}_{p.name}").write_bytes(p.read_bytes())
-    out = tmp_path / "out.jsonl"
-    cmd = [sys.executable, "-m", "captioner", "caption", str(photos), "--output", str(out), "--batch-size", "2",
-           "--processes", "2", "--read-text", "never"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and (not out.exists() or not out.read_text().strip()):
-        time.sleep(0.2)
-    kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    workers = [int(k) for k in kids if "spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes().decode(errors="replace")]
-    assert len(workers) == 2, kids
+    run = StoppedRun(tmp_path)
+    workers = [k for k in run.children() if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+    assert len(workers) == 2, run.children()
     os.kill(workers[0], signal.SIGKILL)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, err
+    _, err = run.proc.communicate(timeout=60)
+    assert run.proc.returncode == 1, err
     assert "Traceback" not in err, err
     assert "captioner: error: worker process captioner-worker-" in err and "was killed by SIGKILL" in err, err
-    assert f"every photo captioned before it is in {out}" in err, err
+    assert f"every photo captioned before it is in {run.out}" in err, err
     assert not still_running(workers[1:], 10)
-    first = [json.loads(line) for line in out.read_text().splitlines()]
-    total = len(list(photos.iterdir()))
-    assert 0 < len(first) < total
-    subprocess.run(cmd, check=True, capture_output=True)
-    recs = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(recs) == total and len({r["image"] for r in recs}) == total
-    assert recs[:len(first)] == first
+    run.finish()
 
 
 @needs_model
