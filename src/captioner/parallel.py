@@ -56,6 +56,12 @@ def _read(path: str) -> str | None:
         return None
 
 
+def _int(text: str | None) -> int | None:
+    """A /proc or /sys value as a whole number; None for anything else ("max", empty, missing)."""
+    text = (text or "").strip()
+    return int(text) if text.isdigit() else None
+
+
 def _cgroup_room() -> float | None:
     """Bytes this process's control group (a container's limit, a systemd slice) still lets it use, the
     tightest over the group and its ancestors; None without a limit.  cgroup v2 (``memory.max``) and
@@ -75,9 +81,9 @@ def _cgroup_room() -> float | None:
         # up to base: inside a container the group is often mounted as the root itself, and its own
         # path is not there
         for g in [group, *group.parents]:
-            limit, used = (_read(str(g / f)) or "" for f in files)
-            if limit.strip().isdigit() and used.strip().isdigit() and int(limit) < 2 ** 60:
-                rooms.append(int(limit) - int(used))
+            limit, used = (_int(_read(str(g / f))) for f in files)
+            if limit is not None and used is not None and limit < 2 ** 60:
+                rooms.append(limit - used)
             if g == base:
                 break
     return min(rooms) if rooms else None
@@ -89,8 +95,10 @@ def memory_mb() -> float | None:
     neither can be read (not Linux)."""
     rooms = []
     for line in (_read("/proc/meminfo") or "").splitlines():
-        if line.startswith("MemAvailable:") and line.split()[1:2] and line.split()[1].isdigit():
-            rooms.append(int(line.split()[1]) * 1024)
+        name, _, value = line.partition(":")
+        kb = _int(value.removesuffix("kB")) if name == "MemAvailable" else None
+        if kb is not None:
+            rooms.append(kb * 1024)
     cg = _cgroup_room()
     if cg is not None:
         rooms.append(cg)
