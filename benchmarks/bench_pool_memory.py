@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_cores import DATA, ROOT, baseline_tree, report  # noqa: E402
+from bench_cores import DATA, ROOT, baseline_tree, env_for, report  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "src"))
 from captioner.images import IMAGE_SUFFIXES  # noqa: E402
@@ -102,10 +102,9 @@ def run(src: Path, photos: list[str], work: Path, extra: list[str]) -> dict:
     listing, out = work / "list.txt", work / "out.jsonl"
     listing.write_text("\n".join(photos) + "\n")
     out.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(src)}
     cmd = [sys.executable, "-m", "captioner", "caption", "--from-list", str(listing), "--output", str(out), *extra]
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env_for(src))
     sampler = Sampler(proc.pid)
     sampler.start()
     _, err = proc.communicate()
