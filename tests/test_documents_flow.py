@@ -152,7 +152,7 @@ def test_write_from_reviewed_proposals_respects_the_decisions(site):
     only = documents.write([str(site)], from_="proposals.jsonl", reviewed_only=True, diff=True)
     assert only.errors == [] and only.written == [] and "A red tile." in only.diff and "A green square" not in only.diff
     assert "alt" not in json.loads((site / "a.toy").read_text().splitlines()[1])    # --diff wrote nothing
-    done = documents.write([str(site)], from_="proposals.jsonl")
+    documents.write([str(site)], from_="proposals.jsonl")
     a = [json.loads(x) for x in (site / "a.toy").read_text().splitlines()[1:]]
     assert a[0]["alt"] == "A red tile." and a[2]["alt"] == "A green square on white."
     assert documents.write([str(site)], from_="proposals.jsonl").written == []     # a rerun writes nothing

@@ -126,7 +126,7 @@ def test_scst_stage_follows_cross_entropy_and_keeps_the_best(tiny_data, tmp_path
 def test_sampler_masks_words_after_end_and_rewards_follow_cider():
     import torch
 
-    from captioner.training.model import CaptionModel, ModelConfig
+    from captioner.training.model import ModelConfig
     from captioner.training.scst import reward_scorer, sample, to_words
     from captioner.vocab import Vocab
 
