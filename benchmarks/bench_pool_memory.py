@@ -3,6 +3,7 @@
     python benchmarks/bench_pool_memory.py --photos 1000 8091 --json runs/bench_pool_memory.json   # ~10 min, 2 cores
     python benchmarks/bench_pool_memory.py --photos 200 1000 --json /tmp/quick.json                 # a quick look
     python benchmarks/bench_pool_memory.py --folder src/captioner/examples --photos 8 --passes 40 --json runs/text.json
+    python benchmarks/bench_pool_memory.py --backend torch --photos 300 1000 --json runs/bench_pool_memory_torch.json
 
 Each run is a fresh ``captioner caption --from-list L --output F.jsonl`` (a library run, the way a
 photo library is captioned) on every core this script may use, on the first N Flickr8k photos in the
@@ -134,6 +135,8 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=1,
                     help="caption the photos this many times in each run, each pass through its own link to "
                          "the folder (distinct paths, so a library run keeps every record): a longer run")
+    ap.add_argument("--backend", default=None, choices=["onnx", "torch"],
+                    help="caption with this back-end (default: the CLI's own, ONNX Runtime)")
     ap.add_argument("--baseline", default=None,
                     help="also run this commit's code (git archive), each run right after this tree's")
     ap.add_argument("--json", default=None, help="also write the results to this file")
@@ -154,13 +157,14 @@ def main() -> None:
         trees = {"after": ROOT / "src"}
         if args.baseline:
             trees["before"] = baseline_tree(args.baseline, Path(tmp) / "base")
+        backend = ["--backend", args.backend] if args.backend else []
         for n, extra in [(n, []) for n in counts] + [(counts[0], ["--processes", "1"])]:
             for code, src in trees.items():
-                results.append({"code": code, **run(src, photos[n], Path(tmp), extra)})
+                results.append({"code": code, **run(src, photos[n], Path(tmp), backend + extra)})
                 print({k: v for k, v in results[-1].items() if k != "pss_mb_timeline"}, file=sys.stderr, flush=True)
     out = {"cores": len(os.sched_getaffinity(0)), "baseline": args.baseline, "passes": args.passes, "runs": results}
     for code in trees:
-        pooled = [r for r in results if r["code"] == code and r["options"] == "(defaults)"]
+        pooled = [r for r in results if r["code"] == code and "--processes" not in r["options"]]
         out[f"{code}: peak PSS growth, smallest to largest run (MB)"] = (pooled[-1]["peak_pss_mb_all_processes"]
                                                                         - pooled[0]["peak_pss_mb_all_processes"])
     if args.baseline:   # the same records from both trees, run by run

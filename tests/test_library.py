@@ -154,14 +154,16 @@ def test_each_failed_photo_is_named_with_why_and_the_first_ones_again_at_the_end
 @needs_model
 def test_ray_actors_are_no_more_than_the_clusters_memory_holds():
     from captioner.library.ray_engine import actors
-    from captioner.parallel import WORKER_MB
+    from captioner import parallel
 
-    gb = WORKER_MB * 2 ** 20
+    gb = parallel.WORKER_MB * 2 ** 20
     assert actors({"CPU": 16, "memory": 100 * gb}) == (16, 1, {"memory": gb})   # one actor a CPU, each asks its memory
     assert actors({"CPU": 16, "memory": 4.5 * gb}) == (4, 4, {"memory": gb})    # memory for 4: the CPUs shared out
     assert actors({"CPU": 16, "memory": 0.5 * gb}) == (16, 1, {})               # Ray could place none: as before
     assert actors({"CPU": 16, "memory": 4.5 * gb}, workers=8) == (8, 2, {})     # what the user asked for stands
     assert actors({"CPU": 16, "GPU": 2, "memory": gb}, gpus=1) == (2, 1, {})    # one actor a GPU
+    big = parallel.TORCH_WORKER_MB * 2 ** 20                                      # the torch back-end's larger actors
+    assert actors({"CPU": 16, "memory": 4.5 * gb}, per_actor_mb=parallel.TORCH_WORKER_MB) == (3, 5, {"memory": big})
 
 
 def test_ray_engine_gives_the_local_engines_records_and_parquet_resumes(library, tmp_path):

@@ -41,6 +41,10 @@ def test_plan_starts_no_more_processes_than_the_memory_holds():
     assert parallel.plan(n_cores=2, room_mb=2 * w) == parallel.Plan(2, 1, 2)
     assert parallel.plan(8, n_cores=16, room_mb=0) == parallel.Plan(8, 2, 16)  # what the user asked for stands
     assert parallel.plan(n_cores=16, device="cuda", room_mb=0).gpu
+    # the torch back-end's processes are larger: fewer of them in the same memory
+    torch_mb = parallel.worker_mb("torch")
+    assert parallel.plan(n_cores=16, room_mb=5.5 * w, per_process_mb=torch_mb) == parallel.Plan(3, 5, 16)
+    assert parallel.worker_mb("onnx") == w < parallel.worker_mb("torch")
     assert parallel.memory_mb() is None or parallel.memory_mb() > 0           # this machine's, read
 
 
@@ -453,3 +457,24 @@ def test_knowledge_scores_a_batch_where_it_lies():
     assert isinstance(dist, torch.Tensor) and isinstance(probs, torch.Tensor)
     np.testing.assert_allclose(dist.numpy(), old_dist, atol=1e-5)
     np.testing.assert_allclose(probs.numpy(), old_probs, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self"), reason="Linux's device nodes")
+@pytest.mark.parametrize("nodes", [False, True])
+def test_planning_for_the_torch_back_end_imports_torch_only_where_a_gpu_may_be(nodes):
+    """A pool's parent never loads the model, so it must not import torch just to learn there is no
+    GPU (half a gigabyte held all run): without GPU device nodes the plan is made without it; with
+    them (faked here by a file that exists) torch is asked, and says what this machine has."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from captioner import parallel, runtime; "
+            f"runtime._GPU_NODES = {(sys.executable,) if nodes else ()!r}; "
+            "p = parallel.plan_for({'backend': 'torch'}); print(p.gpu, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    if not nodes:
+        assert out == ["False", "False"]
+    else:
+        import torch
+
+        assert out == [str(torch.cuda.is_available()), "True"]

@@ -298,7 +298,7 @@ def main(argv=None) -> int:
     p.add_argument("--processes", type=int, default=None,
                    help="captioning processes, each with the model loaded once (default: one per core this "
                         "command may use, as taskset or a container allows, and no more than its free memory holds at "
-                        "about 1 GB each; one on a GPU)")
+                        "about 1 GB each, 1.5 GB with --backend torch; one on a GPU)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads of each process's model (default: 1 with several processes, else every core)")
     # 0 by default: on 2 cores a decoding thread competes with the encoder (benchmarks/bench_inference.py)
@@ -329,7 +329,8 @@ def main(argv=None) -> int:
     g.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray (default: all of this machine's)")
     g.add_argument("--ray-workers", type=int, default=None,
                    help="copies of the model working at once, each loaded once (default: one per CPU, no more "
-                        "than the cluster's memory holds at about 1 GB each; or one per share of a GPU)")
+                        "than the cluster's memory holds at about 1 GB each, 1.5 GB with --backend torch; or one per "
+                        "share of a GPU)")
     g.add_argument("--num-gpus-per-worker", type=float, default=0.0,
                    help="GPUs for each copy of the model (e.g. 1, or 0.5 to share one GPU between two)")
     p.set_defaults(func=_caption)

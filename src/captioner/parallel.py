@@ -5,7 +5,7 @@ cpusets and container limits count) and chooses *processes x threads*: on a CPU,
 process per core, each with a one-thread ONNX Runtime session, because independent single-thread
 processes scale best (measured: 16 of them 205 images/s, one 16-thread process 40.5; docs/speed.md),
 but no more processes than the free memory holds (``memory_mb``: the machine's available memory or a
-container's limit, whichever leaves less; ``WORKER_MB`` each), their threads then sharing the cores;
+container's limit, whichever leaves less; ``worker_mb()`` each), their threads then sharing the cores;
 on a GPU, one process that owns the device.  The CLI (``caption``, with or without ``--output``),
 ``Captioner.caption_paths`` and the HTTP server all call it.
 
@@ -108,8 +108,16 @@ def memory_mb() -> float | None:
 # the peak memory of one captioning process with the shipped model, 16 images a batch, a one-thread
 # session (PSS, benchmarks/bench_pool_memory.py; docs/speed.md): about 0.7 GB on photos once ONNX
 # Runtime's arena has grown, and up to 1.03 GB while it reads the text of full-size screenshots and
-# pages; a plan starts no more processes than the available memory holds at this much each
-WORKER_MB = 1000
+# pages; a plan starts no more processes than the available memory holds at this much each.  The
+# torch back-end's process is larger (PyTorch alone is half a gigabyte): 1.45 GB reading text, measured
+# the same way (``--backend torch``)
+WORKER_MB, TORCH_WORKER_MB = 1000, 1500
+
+
+def worker_mb(backend: str) -> int:
+    """The memory a plan counts for one captioning process of ``backend`` ("onnx" or "torch")."""
+    return TORCH_WORKER_MB if backend == "torch" else WORKER_MB
+
 
 # images per batch: 16 on a CPU (larger batches gain nothing there; docs/speed.md), 256 on a GPU, whose
 # encoder needs hundreds of images a call to be busy (the issue's H200: 18,600 images/s at 1,024)
@@ -133,12 +141,13 @@ class Plan:
 
 
 def plan(processes: int | None = None, threads: int | None = None, device: str = "cpu",
-         n_cores: int | None = None, room_mb: float | None = None) -> Plan:
+         n_cores: int | None = None, room_mb: float | None = None, per_process_mb: int = WORKER_MB) -> Plan:
     """``processes`` / ``threads`` as the user gave them (None or 0: chosen here).  On a GPU
     (``device`` cuda or mps) one process holds the device and uses every core for its own work.
     Chosen here, the processes are as many as the memory holds (``room_mb``, default ``memory_mb()``,
-    ``WORKER_MB`` each; ``inf``: no limit), their threads sharing out the cores: 16 cores and
-    4 GB give 4 processes of 4 threads, not 16 processes that run the machine out of memory."""
+    ``per_process_mb`` each, ``worker_mb(backend)``; ``inf``: no limit), their threads sharing out the
+    cores: 16 cores and 4 GB give 4 processes of 4 threads, not 16 processes that run the machine out
+    of memory."""
     n = n_cores or cores()
     for name, v in (("processes", processes), ("threads", threads)):
         if v is not None and v < 0:
@@ -151,8 +160,8 @@ def plan(processes: int | None = None, threads: int | None = None, device: str =
     t = threads or 1
     p = max(n // t, 1)
     room = memory_mb() if room_mb is None else room_mb
-    if room is not None and p > 1 and room < p * WORKER_MB:
-        p = max(int(room // WORKER_MB), 1)
+    if room is not None and p > 1 and room < p * per_process_mb:
+        p = max(int(room // per_process_mb), 1)
         t = threads or max(n // p, 1)
     return Plan(p, t, n)
 
@@ -418,8 +427,10 @@ def plan_for(model: dict, processes: int | None = None, threads: int | None = No
     """The plan for a model given as ``api.Captioner``'s keyword arguments (one process on a GPU)."""
     from captioner import runtime
 
-    gpu = runtime.uses_gpu(model.get("backend", "auto"), model.get("device", "auto"), model.get("precision", "auto"))
-    return plan(processes, threads, "cuda" if gpu else "cpu")
+    settings = model.get("backend", "auto"), model.get("device", "auto"), model.get("precision", "auto")
+    gpu = runtime.uses_gpu(*settings)
+    per_process = worker_mb(runtime.choose_backend(*settings))
+    return plan(processes, threads, "cuda" if gpu else "cpu", per_process_mb=per_process)
 
 
 def caption_paths(model: dict, paths, batch_size: int | None = None, processes: int | None = None,

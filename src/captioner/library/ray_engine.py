@@ -19,7 +19,8 @@ import json
 import math
 import os
 
-from captioner.parallel import WORKER_MB
+from captioner.parallel import WORKER_MB, worker_mb
+from captioner.runtime import choose_backend
 
 
 class _Worker:
@@ -52,11 +53,13 @@ def _worker_class(config: dict) -> type:
     return Worker
 
 
-def actors(resources: dict, gpus: float = 0, workers: int = 0) -> tuple[int, int, dict]:
+def actors(resources: dict, gpus: float = 0, workers: int = 0,
+           per_actor_mb: int = WORKER_MB) -> tuple[int, int, dict]:
     """-> (actors, CPUs each, the memory each asks Ray for) on a cluster with ``resources``
     (``ray.cluster_resources()``): ``workers`` if given; one per ``gpus`` GPUs; else one per CPU, but no
-    more than the cluster's memory holds at ``parallel.WORKER_MB`` each (an actor holds a model, about
-    1 GB at its peak), and Ray then places each actor where that memory is free."""
+    more than the cluster's memory holds at ``per_actor_mb`` each (an actor holds a model:
+    ``parallel.worker_mb`` of its back-end at its peak), and Ray then places each actor where that
+    memory is free."""
     memory: dict = {}
     if workers:
         n = workers
@@ -64,9 +67,9 @@ def actors(resources: dict, gpus: float = 0, workers: int = 0) -> tuple[int, int
         n = max(int(resources.get("GPU", 0) // gpus), 1)
     else:
         n = max(int(resources.get("CPU", 1)), 1)
-        room = int(resources.get("memory", 0) // (WORKER_MB * 2 ** 20))
+        room = int(resources.get("memory", 0) // (per_actor_mb * 2 ** 20))
         if room >= 1:   # else Ray could place none: one actor, whatever the memory
-            n, memory = min(n, room), {"memory": WORKER_MB * 2 ** 20}
+            n, memory = min(n, room), {"memory": per_actor_mb * 2 ** 20}
     return n, 1 if gpus else max(int(resources.get("CPU", 1)) // n, 1), memory
 
 
@@ -109,8 +112,9 @@ def ray_batches(paths: list[str], job):
     try:
         _quiet(ray)
         gpus = job.num_gpus_per_worker
-        n, cpus, memory = actors(ray.cluster_resources(), gpus, job.ray_workers)
         model = dict(job.model)
+        backend = choose_backend(*(model.get(k, "auto") for k in ("backend", "device", "precision")))
+        n, cpus, memory = actors(ray.cluster_resources(), gpus, job.ray_workers, worker_mb(backend))
         if gpus and model.get("device", "auto") in ("auto", "cpu"):
             model["device"] = "cuda"
         model.setdefault("text_threads", cpus)   # the text reader keeps to the actor's share of the CPUs

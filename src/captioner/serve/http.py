@@ -222,7 +222,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--processes", type=int, default=None,
                     help="worker processes captioning requests side by side, each with the model loaded once "
                          "(default: one per core this server may use, no more than its free memory holds at about 1 GB "
-                         "each; 1: requests one at a time in this process)")
+                         "each, 1.5 GB with --backend torch; 1: requests one at a time in this process)")
     wording.add_arguments(ap, per_request=True)
 
 
