@@ -6,9 +6,11 @@ Each server is a fresh ``captioner serve`` on loopback, pinned with ``taskset`` 
 ``captioner`` taken from ``--baseline`` (a git revision, its ``src/`` unpacked by ``git archive``) or from this
 checkout; ``--concurrency`` client threads in this process (not pinned) post ``--requests`` full-size Flickr8k
 originals (``../shared/flickr8k/originals``, real uploads as users send them) and the rate is taken from the
-first request to the last answer, after one warm-up request. Runs: before and after on all the cores this
-process may use, and on one core; after with ``--processes 1`` (one process, as before) on all cores. Every
-answer must be a 200, and the captions of the same photo the same in every run.
+first request to the last answer, after one warm-up request; the server's memory is sampled all the while
+(peak PSS of the server and its worker processes, and of the server's own process:
+``bench_pool_memory.Sampler``). Runs: before and after on all the cores this process may use, and on one
+core; after with ``--processes 1`` (one process, as before) on all cores. Every answer must be a 200, and
+the captions of the same photo the same in every run.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_cores import DATA, baseline_tree, env_for, report
+from bench_pool_memory import Sampler
 from load_test import post_json
 
 
@@ -53,6 +56,8 @@ def serve(src: Path, cpus: list[int], processes: int | None):
 def run(src: Path, cpus: list[int], processes: int | None, photos: list[Path], requests: int,
         concurrency: int) -> dict:
     server, base = serve(src, cpus, processes)
+    sampler = Sampler(server.pid)
+    sampler.start()
     try:
         jobs = [photos[i % len(photos)] for i in range(requests)]
         code, _ = post_json(base + "/caption", "image", jobs[0].name, jobs[0].read_bytes())   # warm-up
@@ -67,6 +72,8 @@ def run(src: Path, cpus: list[int], processes: int | None, photos: list[Path], r
             answers = list(pool.map(lambda p: post_json(base + "/caption", "image", p.name, p.read_bytes()), jobs))
         wall = time.perf_counter() - t0
     finally:
+        sampler.stop.set()
+        sampler.join()
         server.terminate()
         server.wait(30)
     bad = [c for c, _ in answers if c != 200]
@@ -76,6 +83,8 @@ def run(src: Path, cpus: list[int], processes: int | None, photos: list[Path], r
     for p, (_, body) in zip(jobs, answers):
         captions.setdefault(p.name, set()).add(body["alt_text"])
     return {"photos_per_s": round(requests / wall, 2), "seconds": round(wall, 2),
+            "peak_pss_mb_all_processes": round(sampler.pss / 1024),
+            "peak_pss_mb_server_process": round(sampler.parent / 1024),
             "captions": {k: sorted(v) for k, v in captions.items()}}
 
 
@@ -104,6 +113,8 @@ def main() -> int:
             print(f"[bench_serve_cores] {name}", file=sys.stderr, flush=True)
             got[name] = run(src, use, processes, photos, args.requests, args.concurrency)
     out["photos_per_s"] = {k: v["photos_per_s"] for k, v in got.items()}
+    out["peak_pss_mb"] = {k: {"all processes": v["peak_pss_mb_all_processes"],
+                              "the server's own process": v["peak_pss_mb_server_process"]} for k, v in got.items()}
     rate = out["photos_per_s"]
     out["ratios"] = {"after, N cores / after, 1 core": round(rate[f"after, {n} cores"] / rate["after, 1 core"], 3),
                      "after / before, N cores": round(rate[f"after, {n} cores"] / rate[f"before, {n} cores"], 3),

@@ -131,6 +131,36 @@ def test_caption_carries_flag_confidence_tags_and_alt_text(server):
     assert status == 200 and body["results"][0]["in_domain"] is False
 
 
+def test_serve_takes_the_model_settings_and_a_pooled_server_loads_no_model_itself(monkeypatch):
+    """``captioner serve``'s model flags reach every captioning process (here the int8 decoder, which
+    /health reports as the workers loaded it), and with a pool the server's own process loads no model:
+    it only hands uploads out (a Captioner made there fails this test).  The real command line and
+    app, with uvicorn's loop replaced by a test client."""
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    from captioner import cli
+    from captioner.serve import http
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the server's own process loaded a model")
+
+    seen = {}
+
+    def run(asgi, host, port, log_level):
+        assert host == "127.0.0.1"   # loopback unless told otherwise
+        with TestClient(asgi) as client:
+            seen["health"] = client.get("/health").json()
+            seen["caption"] = client.post("/caption", files={"image": ("a.jpg", jpeg(), "image/jpeg")})
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.setattr(http, "Captioner", refuse)
+    assert cli.main(["serve", "--processes", "2", "--precision", "int8", "--backend", "onnx"]) == 0
+    h = seen["health"]
+    assert (h["processes"], h["backend"], h["precision"], h["model"]) == (2, "onnx", "int8", DEFAULT_MODEL.name), h
+    assert seen["caption"].status_code == 200 and seen["caption"].json()["caption"]
+
+
 def test_a_killed_worker_is_replaced_and_the_server_keeps_serving():
     """A captioning process killed (SIGKILL, as the out-of-memory killer does) under a pooled server:
     the next request is told so (503, JSON, retry), the server starts its processes again, and the
@@ -166,6 +196,8 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_serving():
         assert "was killed by SIGKILL" in body["detail"] and "send the request again" in body["detail"], body
         status, body = post(base + "/caption", [("image", "a.jpg", jpeg())])
         assert status == 200 and body["caption"], body
+        health = json.loads(urllib.request.urlopen(base + "/health", timeout=10).read())
+        assert health["processes"] == 2 and health["backend"] == "onnx", health   # as the new workers loaded it
         now = workers()
         assert len(now) == 2 and not set(now) & set(first), (first, now)   # all new: the old pool was closed
     finally:

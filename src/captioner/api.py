@@ -136,6 +136,12 @@ class Captioner:
         self.read_text, self.gender_neutral, self.max_chars = _read_mode(read_text), gender_neutral, _limit(max_chars)
         self.reader = TextReader(text_threads)   # the OCR engine loads on the first image it reads
 
+    def describe(self) -> dict:
+        """What this model is, in plain values (the HTTP API's ``/health``; a pool's workers send it)."""
+        return {"model": self.path.name, "version": self.version, "device": str(self.device),
+                "encoder": self.model.cfg.encoder, "decoder": self.model.cfg.decoder,
+                "vocabulary": len(self.vocab), "backend": self.backend, "precision": self.precision}
+
     def encode_images(self, x):
         """Preprocessed images [B, 3, S, S] -> the first member's feature grid [B, C, H, W]."""
         return self.model.encode(x)

@@ -240,9 +240,9 @@ def _worker(model: dict, threads: int, tasks, results) -> None:
         # the text reader keeps to the worker's share of the cores too
         cap = Captioner(**{**model, "threads": threads, "text_threads": model.get("text_threads") or threads})
     except BaseException as e:   # the parent says why the model could not load, and stops
-        results.put((None, (type(e).__name__, str(e))))
+        results.put((None, ("error", (type(e).__name__, str(e)))))
         return
-    results.put((None, None))    # ready
+    results.put((None, ("ready", cap.describe())))
     while (task := tasks.get()) is not None:
         tid, kind, payload, opts = task
         try:
@@ -286,7 +286,9 @@ def _error(err: tuple[str, str]) -> Exception:
 
 class CaptionPool:
     """``plan.processes`` processes, each with its own model (``api.Captioner(**model)``, ``plan.threads``
-    threads): ``caption_paths`` (ordered, bounded) for files, ``submit_bytes`` (a Future) for uploads."""
+    threads): ``caption_paths`` (ordered, bounded) for files, ``submit_bytes`` (a Future) for uploads.
+    ``loaded``, once started: what the workers loaded (``Captioner.describe()``), so that the process
+    that started them need not load the model too."""
 
     def __init__(self, model: dict, plan: Plan):
         if in_worker():
@@ -297,6 +299,7 @@ class CaptionPool:
         self.procs = [ctx.Process(target=_worker, args=(dict(model), plan.threads, self.tasks, self.results),
                                   daemon=True, name=f"captioner-worker-{i}") for i in range(plan.processes)]
         self.pending: dict[int, Future] = {}
+        self.loaded: dict = {}
         self.lock = threading.Lock()
         self.next_id = 0
         self.closed = False
@@ -318,12 +321,13 @@ class CaptionPool:
         ready = 0
         while ready < len(self.procs):
             try:
-                tid, err = self.results.get(timeout=_POLL_S)
+                _, (status, value) = self.results.get(timeout=_POLL_S)
             except queue.Empty:
                 self._check_alive()
                 continue
-            if err is not None:
-                raise _error(err)
+            if status == "error":
+                raise _error(value)
+            self.loaded = value   # every worker loaded the same model
             ready += 1
 
     def _check_alive(self) -> None:

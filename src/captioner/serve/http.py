@@ -9,8 +9,9 @@
     GET  /docs, /openapi.json
 
 The model is loaded once at start-up.  Requests are captioned side by side by worker processes,
-one per core this server may use, each with the model loaded once and one thread (--processes),
-or one at a time by the model in this process (--processes 1, or on a GPU).  Uploads over
+one per core this server may use, each with the model loaded once and one thread (--processes;
+this process then loads none), or one at a time by the model in this process (--processes 1, or
+on a GPU).  The model settings are caption's (--model, --device, --backend, --precision, ...).  Uploads over
 --max-upload-mb are refused with
 413 before they are read in full; a non-image or corrupt upload gets a 4xx JSON error.
 """
@@ -32,8 +33,7 @@ from captioner import __version__
 from captioner.api import Captioner
 from captioner.images import ImageError, open_image
 from captioner.info import model_card
-from captioner import parallel, wording
-from captioner.runtime import DEVICE_HELP
+from captioner import parallel, runtime, wording
 
 MAX_BATCH = 32
 
@@ -97,24 +97,27 @@ class LimitUploadSize:
 def create_app(captioner: Captioner | None = None, model_path: str | None = None,
                max_upload_bytes: int = 10 * 2**20, device: str = "cpu", options: dict | None = None,
                processes: int | None = 1):
-    """``options``: the Captioner's defaults for text and wording (read_text, gender_neutral, max_chars).
-    ``processes``: worker processes captioning side by side (None: one per core; 1: this process)."""
+    """``options``: the Captioner's other settings (backend, precision, and the defaults for text and
+    wording: read_text, gender_neutral, max_chars).  ``processes``: worker processes captioning side by
+    side (None: one per core; 1: this process)."""
     model = {"path": model_path, "device": device, **(options or {})}
     plan = parallel.plan_for(model, processes) if captioner is None else parallel.plan(1)
     state = {"captioner": captioner, "pool": None}
     lock, restarting = threading.Lock(), threading.Lock()
 
     def get() -> Captioner:
-        if state["captioner"] is None:  # loaded once, on first need (start-up loads it eagerly)
-            # with a pool, this one answers /health and never computes: one thread is enough
-            state["captioner"] = Captioner(**model, threads=1 if plan.pooled else plan.threads)
+        if state["captioner"] is None:  # loaded once, at start-up
+            state["captioner"] = Captioner(**model, threads=plan.threads)
         return state["captioner"]
 
     @asynccontextmanager
     async def lifespan(_app):
-        get()  # load the model before the first request, once
+        # the model is loaded before the first request, once: by each worker where there is a pool
+        # (this process then holds none: it only hands uploads out), else here
         if plan.pooled:
             state["pool"] = parallel.CaptionPool(model, plan)
+        else:
+            get()
         try:
             yield
         finally:
@@ -161,12 +164,9 @@ def create_app(captioner: Captioner | None = None, model_path: str | None = None
 
     @app.get("/health")
     def health():
-        c = get()
-        return {"status": "ok", "captioner": __version__, "model": c.path.name, "version": c.version,
-                "device": str(c.device), "encoder": c.model.cfg.encoder,
-                "decoder": c.model.cfg.decoder, "vocabulary": len(c.vocab), "backend": c.backend,
-                "precision": c.precision, "processes": plan.processes, "threads": plan.threads,
-                "model_card": "/model-card"}   # the card itself is long: a link
+        loaded = state["pool"].loaded if state["pool"] is not None else get().describe()
+        return {"status": "ok", "captioner": __version__, **loaded, "processes": plan.processes,
+                "threads": plan.threads, "model_card": "/model-card"}   # the card itself is long: a link
 
     @app.get("/model-card", response_class=PlainTextResponse)
     def card():
@@ -218,7 +218,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--port", type=int, default=8000, help="port to listen on")
     ap.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
     ap.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted request body, in MB")
-    ap.add_argument("--device", default="auto", help=DEVICE_HELP)
+    runtime.add_arguments(ap)
     ap.add_argument("--processes", type=int, default=None,
                     help="worker processes captioning requests side by side, each with the model loaded once "
                          "(default: one per core this server may use, no more than its free memory holds at about 1 GB "
@@ -229,7 +229,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 def main(args) -> int:
     import uvicorn
 
-    options = {"read_text": args.read_text, "gender_neutral": args.gender_neutral, "max_chars": args.max_chars}
+    options = {"backend": args.backend, "precision": args.precision, "no_repeat_ngram": args.no_repeat_ngram,
+               "guidance": not args.no_guidance, "read_text": args.read_text, "gender_neutral": args.gender_neutral,
+               "max_chars": args.max_chars}
     asgi, _ = create_app(model_path=args.model, max_upload_bytes=int(args.max_upload_mb * 2**20), device=args.device,
                          options=options, processes=args.processes)
     uvicorn.run(asgi, host=args.host, port=args.port, log_level="info")
