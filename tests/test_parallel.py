@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -168,16 +169,29 @@ def test_pool_names_a_model_that_cannot_load(tmp_path):
         list(parallel.caption_paths({"path": str(missing)}, [str(p) for p in EXAMPLES], batch_size=2, processes=2))
 
 
+def _semaphores() -> set[str]:
+    """multiprocessing's named semaphores (Linux shows them in /dev/shm)."""
+    shm = Path("/dev/shm")
+    return {p.name for p in shm.glob("sem.mp-*")} if shm.is_dir() else set()
+
+
 @needs_model
 def test_pool_uploads_and_a_bad_upload():
+    """Uploads are captioned, a bad one named; and a pool closed the normal way is not marked failed and
+    leaves none of its queues' named semaphores (a server stopped by SIGTERM never reaches the
+    interpreter's exit, where they would otherwise go, and Python warned of "leaked semaphores")."""
     from captioner.images import ImageError
 
+    before = _semaphores()
     with parallel.CaptionPool({"read_text": "never"}, parallel.plan(2, 1)) as pool:
         good = pool.submit_bytes(EXAMPLES[0].read_bytes(), EXAMPLES[0].name)
         bad = pool.submit_bytes(b"nonsense", "x.jpg")
         assert good.result(timeout=120).text
         with pytest.raises(ImageError, match="x.jpg"):
             bad.result(timeout=120)
+        time.sleep(2 * parallel._POLL_S)   # the reader has polled an empty queue, as it does between tasks
+    assert pool.failed is None
+    assert _semaphores() <= before
 
 
 @needs_model

@@ -204,11 +204,12 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_serving():
         kids = workers()
         proc.terminate()
         try:
-            proc.wait(20)
+            out = proc.communicate(timeout=20)[0].decode(errors="replace")
         except subprocess.TimeoutExpired:   # never leave a server behind, even when the test fails
             proc.kill()
             proc.wait(10)
             raise
+    assert "leaked semaphore" not in out and "Traceback" not in out, out[-3000:]   # a clean stop
     for pid in kids:   # the server's workers end with it
         for _ in range(50):
             if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]:

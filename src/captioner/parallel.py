@@ -323,18 +323,21 @@ class CaptionPool:
             try:
                 _, (status, value) = self.results.get(timeout=_POLL_S)
             except queue.Empty:
-                self._check_alive()
+                if (err := self._dead()) is not None:
+                    raise err from None
                 continue
             if status == "error":
                 raise _error(value)
             self.loaded = value   # every worker loaded the same model
             ready += 1
 
-    def _check_alive(self) -> None:
+    def _dead(self) -> WorkerError | None:
+        """The error to report if a worker process has ended, else None."""
         dead = [p for p in self.procs if not p.is_alive()]
-        if dead:
-            raise WorkerError(f"worker process {dead[0].name} {ended(dead[0].exitcode)}; "
-                              "the batches it held were not captioned")
+        if not dead:
+            return None
+        return WorkerError(f"worker process {dead[0].name} {ended(dead[0].exitcode)}; "
+                           "the batches it held were not captioned")
 
     def _read(self) -> None:
         """Resolve each task's Future from the result queue; fail them all if a worker dies."""
@@ -342,10 +345,10 @@ class CaptionPool:
             try:
                 tid, (status, value) = self.results.get(timeout=_POLL_S)
             except queue.Empty:
-                try:
-                    self._check_alive()
-                except WorkerError as e:
-                    self._fail_all(e, broken=True)
+                if self.closed:   # the workers were told to stop: their ending is no failure
+                    return
+                if (err := self._dead()) is not None:   # made here, not raised: it holds no traceback
+                    self._fail_all(err, broken=True)
                     return
                 continue
             except (EOFError, OSError, ValueError):   # the queue was closed under us: the pool is closing
@@ -417,8 +420,17 @@ class CaptionPool:
                 p.join(timeout=2.0)
         self._fail_all(WorkerError("the caption pool was closed"))
         for q in (self.tasks, self.results):
-            q.cancel_join_thread()
+            q.cancel_join_thread()   # a dead worker may have left the pipe full: never wait on it for ever
             q.close()
+        # Each queue holds named semaphores, removed from the system when the queue and the threads
+        # that use them are gone.  Let go of them now: a server stopped by SIGTERM never reaches the
+        # interpreter's exit, and Python's resource tracker then removes them itself, warning of
+        # "leaked semaphore objects".  Both threads end at once now that the queues are closed (the
+        # feeder, which writes tasks to the pipe, unless a dead worker left it full).
+        for t in (getattr(self.tasks, "_thread", None), getattr(self, "reader", None)):
+            if t is not None and t is not threading.current_thread():
+                t.join(timeout=4 * _POLL_S)
+        self.tasks = self.results = None
 
     def __enter__(self):
         return self
