@@ -170,10 +170,10 @@ def test_pickle_checkpoint_is_refused_unread(tmp_path):
     _Evil.marker = tmp_path / "pwned"
     bad = tmp_path / "evil.safetensors"
     bad.write_bytes(pickle.dumps(_Evil()))
-    with pytest.raises(checkpoint.CheckpointError, match="pickle"):
+    with pytest.raises(checkpoint.CheckpointError, match="not a safetensors checkpoint but a pickle"):
         checkpoint.load_model(bad)
     torch.save({"x": _Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(checkpoint.CheckpointError, match="not a safetensors"):
+    with pytest.raises(checkpoint.CheckpointError, match="not a safetensors checkpoint but a zip archive"):
         checkpoint.load_model(tmp_path / "evil.pt")
     assert not _Evil.marker.exists()
 

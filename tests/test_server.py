@@ -161,6 +161,26 @@ def test_serve_takes_the_model_settings_and_a_pooled_server_loads_no_model_itsel
     assert seen["caption"].status_code == 200 and seen["caption"].json()["caption"]
 
 
+@pytest.mark.parametrize("kind", ["missing", "photo"])
+def test_serve_names_a_wrong_model_in_one_line_before_it_starts(kind, tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    from captioner import cli
+
+    def run(*args, **kwargs):
+        raise AssertionError("the server started")
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    model = tmp_path / "nothing.safetensors"
+    if kind == "photo":
+        model = tmp_path / "photo.jpg"
+        model.write_bytes(jpeg())
+    assert cli.main(["serve", "--model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"captioner: error: {model}: "), err
+    assert ("checkpoint not found" if kind == "missing" else "but a JPEG image") in err, err
+
+
 def test_a_killed_worker_is_replaced_and_the_server_keeps_serving():
     """A captioning process killed (SIGKILL, as the out-of-memory killer does) under a pooled server:
     the next request is told so (503, JSON, retry), the server starts its processes again, and the

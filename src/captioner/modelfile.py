@@ -55,8 +55,14 @@ def check_safetensors(path: Path) -> None:
     # is the length's low byte and may be anything, 0x80 included, so it says nothing about pickle.)
     (n,) = struct.unpack("<Q", head[:8])
     if head[8:9] != b"{" or n > min(100_000_000, path.stat().st_size - 8):
-        raise CheckpointError(f"{path}: not a safetensors checkpoint (pickle/zip files are refused "
-                              f"because loading them can run code)")
+        # say what it looks like: a PyTorch zip or a pickle (never opened: loading them can run code), or
+        # a photo handed over as the model
+        looks = {b"PK\x03\x04": "a zip archive, as PyTorch's .pt files are", b"\xff\xd8\xff": "a JPEG image",
+                 b"\x89PNG": "a PNG image"}
+        what = next((v for k, v in looks.items() if head.startswith(k)), "a pickle" if head[:1] == b"\x80" else None)
+        raise CheckpointError(f"{path}: not a safetensors checkpoint{f' but {what}' if what else ''}; captioner "
+                              "reads .safetensors model files only (pickle and zip files are refused because "
+                              "loading them can run code)")
 
 
 def read_header(path) -> dict:

@@ -229,6 +229,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 def main(args) -> int:
     import uvicorn
 
+    from captioner import modelfile
+
+    # a wrong --model stops here, in one line (the CLI's), not in a traceback from the server's start-up
+    modelfile.read(args.model)
     options = {"backend": args.backend, "precision": args.precision, "no_repeat_ngram": args.no_repeat_ngram,
                "guidance": not args.no_guidance, "read_text": args.read_text, "gender_neutral": args.gender_neutral,
                "max_chars": args.max_chars}
