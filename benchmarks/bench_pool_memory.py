@@ -137,6 +137,8 @@ def main() -> None:
                          "the folder (distinct paths, so a library run keeps every record): a longer run")
     ap.add_argument("--backend", default=None, choices=["onnx", "torch"],
                     help="caption with this back-end (default: the CLI's own, ONNX Runtime)")
+    ap.add_argument("--model", action="append", default=None,
+                    help="caption with this model file; repeat for an ensemble (default: the shipped model)")
     ap.add_argument("--baseline", default=None,
                     help="also run this commit's code (git archive), each run right after this tree's")
     ap.add_argument("--json", default=None, help="also write the results to this file")
@@ -157,7 +159,8 @@ def main() -> None:
         trees = {"after": ROOT / "src"}
         if args.baseline:
             trees["before"] = baseline_tree(args.baseline, Path(tmp) / "base")
-        backend = ["--backend", args.backend] if args.backend else []
+        backend = (["--backend", args.backend] if args.backend else []) + [
+            a for m in args.model or [] for a in ("--model", str(Path(m).resolve()))]
         for n, extra in [(n, []) for n in counts] + [(counts[0], ["--processes", "1"])]:
             for code, src in trees.items():
                 results.append({"code": code, **run(src, photos[n], Path(tmp), backend + extra)})

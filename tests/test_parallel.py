@@ -46,6 +46,9 @@ def test_plan_starts_no_more_processes_than_the_memory_holds():
     torch_mb = parallel.worker_mb("torch")
     assert parallel.plan(n_cores=16, room_mb=5.5 * w, per_process_mb=torch_mb) == parallel.Plan(3, 5, 16)
     assert parallel.worker_mb("onnx") == w < parallel.worker_mb("torch")
+    # an ensemble's process holds each of its models
+    assert parallel.worker_mb("onnx", 3) == w + 2 * parallel.MEMBER_MB
+    assert parallel.members({"path": ["a", "b"]}) == 2 and parallel.members({"path": None}) == 1
     assert parallel.memory_mb() is None or parallel.memory_mb() > 0           # this machine's, read
 
 

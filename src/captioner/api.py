@@ -436,7 +436,8 @@ class Captioner:
         paths = list(paths)
         opts = dict(beam_size=beam_size, n_best=n_best, read_text=read_text, gender_neutral=gender_neutral,
                     max_chars=max_chars, attention=attention)
-        plan = parallel.plan(processes, device=str(self.device), per_process_mb=parallel.worker_mb(self.backend))
+        per_process = parallel.worker_mb(self.backend, len(self.members))
+        plan = parallel.plan(processes, device=str(self.device), per_process_mb=per_process)
         if plan.pooled and len(paths) > batch_size and not parallel.in_worker():
             with parallel.CaptionPool(self.settings, plan) as pool:
                 yield from pool.caption_paths(paths, batch_size, workers=0, **opts)

@@ -298,7 +298,8 @@ def main(argv=None) -> int:
     p.add_argument("--processes", type=int, default=None,
                    help="captioning processes, each with the model loaded once (default: one per core this "
                         "command may use, as taskset or a container allows, and no more than its free memory holds at "
-                        "about 1 GB each, 1.5 GB with --backend torch; one on a GPU)")
+                        "about 1 GB each, 1.5 GB with --backend torch, 0.5 GB more for each further model of an "
+                        "ensemble; one on a GPU)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads of each process's model (default: 1 with several processes, else every core)")
     # 0 by default: on 2 cores a decoding thread competes with the encoder (benchmarks/bench_inference.py)

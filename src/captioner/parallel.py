@@ -110,13 +110,21 @@ def memory_mb() -> float | None:
 # Runtime's arena has grown, and up to 1.03 GB while it reads the text of full-size screenshots and
 # pages; a plan starts no more processes than the available memory holds at this much each.  The
 # torch back-end's process is larger (PyTorch alone is half a gigabyte): 1.45 GB reading text, measured
-# the same way (``--backend torch``)
-WORKER_MB, TORCH_WORKER_MB = 1000, 1500
+# the same way (``--backend torch``).  Each further model of an ensemble (``--model A --model B``) adds
+# about half a gigabyte (measured: one process 629 MB with one model, 1,129 MB with two, on photos)
+WORKER_MB, TORCH_WORKER_MB, MEMBER_MB = 1000, 1500, 500
 
 
-def worker_mb(backend: str) -> int:
-    """The memory a plan counts for one captioning process of ``backend`` ("onnx" or "torch")."""
-    return TORCH_WORKER_MB if backend == "torch" else WORKER_MB
+def worker_mb(backend: str, members: int = 1) -> int:
+    """The memory a plan counts for one captioning process of ``backend`` ("onnx" or "torch") holding
+    ``members`` models (an ensemble's)."""
+    return (TORCH_WORKER_MB if backend == "torch" else WORKER_MB) + MEMBER_MB * max(members - 1, 0)
+
+
+def members(model: dict) -> int:
+    """How many model files ``api.Captioner``'s keyword arguments name (an ensemble's several)."""
+    path = model.get("path")
+    return len(path) if isinstance(path, (list, tuple)) else 1
 
 
 # images per batch: 16 on a CPU (larger batches gain nothing there; docs/speed.md), 256 on a GPU, whose
@@ -445,7 +453,7 @@ def plan_for(model: dict, processes: int | None = None, threads: int | None = No
 
     settings = model.get("backend", "auto"), model.get("device", "auto"), model.get("precision", "auto")
     gpu = runtime.uses_gpu(*settings)
-    per_process = worker_mb(runtime.choose_backend(*settings))
+    per_process = worker_mb(runtime.choose_backend(*settings), members(model))
     return plan(processes, threads, "cuda" if gpu else "cpu", per_process_mb=per_process)
 
 

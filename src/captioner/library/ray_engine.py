@@ -19,7 +19,7 @@ import json
 import math
 import os
 
-from captioner.parallel import WORKER_MB, worker_mb
+from captioner.parallel import WORKER_MB, members, worker_mb
 from captioner.runtime import choose_backend
 
 
@@ -114,7 +114,7 @@ def ray_batches(paths: list[str], job):
         gpus = job.num_gpus_per_worker
         model = dict(job.model)
         backend = choose_backend(*(model.get(k, "auto") for k in ("backend", "device", "precision")))
-        n, cpus, memory = actors(ray.cluster_resources(), gpus, job.ray_workers, worker_mb(backend))
+        n, cpus, memory = actors(ray.cluster_resources(), gpus, job.ray_workers, worker_mb(backend, members(model)))
         if gpus and model.get("device", "auto") in ("auto", "cpu"):
             model["device"] = "cuda"
         model.setdefault("text_threads", cpus)   # the text reader keeps to the actor's share of the CPUs
