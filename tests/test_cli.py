@@ -68,6 +68,31 @@ def test_help_on_every_command():
         assert r.returncode == 0 and "usage: captioner" in r.stdout
 
 
+@pytest.mark.parametrize("flags", [["--batch-size", "-3"], ["--batch-size", "0", "--output", "o.jsonl"],
+                                   ["--beam-size", "0"], ["--n-best", "0"], ["--processes", "-1"],
+                                   ["--threads", "two"], ["--no-repeat-ngram", "-1"]])
+def test_a_bad_number_is_named_before_anything_runs(flags, tmp_path):
+    """A count out of range is refused by the flag that took it (before: a batch size of -3 captioned
+    nothing and exited 0; a beam size of 0 ended in a traceback)."""
+    r = subprocess.run([sys.executable, "-m", "captioner", "caption", str(originals(1)[0]), *flags],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr
+    assert f"error: argument {flags[0]}: '{flags[1]}': give a whole number" in r.stderr, r.stderr
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_the_python_api_names_a_bad_number():
+    import captioner
+
+    with pytest.raises(ValueError, match="beam_size 0: give a whole number, 1 or more"):
+        captioner.Captioner(beam_size=0)
+    model = captioner.load()
+    with pytest.raises(ValueError, match="batch_size -3"):
+        list(model.caption_paths(originals(2), batch_size=-3))
+    with pytest.raises(ValueError, match="beam_size -1"):
+        model.caption(originals(1)[0], beam_size=-1)
+
+
 def test_python_api_on_pil_paths_and_batches():
     from PIL import Image
 

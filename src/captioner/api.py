@@ -96,6 +96,8 @@ class Captioner:
                              no_repeat_ngram=no_repeat_ngram, knowledge=knowledge, guidance=guidance,
                              read_text=read_text, gender_neutral=gender_neutral, max_chars=max_chars,
                              text_threads=text_threads)
+        runtime.whole("beam_size", beam_size, 1)
+        runtime.whole("no_repeat_ngram", no_repeat_ngram, 0)
         paths = list(path) if isinstance(path, (list, tuple)) else [path]
         if not paths:
             raise ValueError("no checkpoint given")
@@ -187,7 +189,7 @@ class Captioner:
         return out
 
     def _caption_tensors(self, x, beam_size, n_best, neutral, colour=None) -> list[Caption]:
-        k = beam_size or self.beam_size
+        k = runtime.whole("beam_size", beam_size or self.beam_size, 1)
         inputs = self._inputs(x)
         grids = self._grids(inputs)
         side = grids[0].shape[-1]
@@ -434,6 +436,7 @@ class Captioner:
         from captioner import parallel
 
         paths = list(paths)
+        runtime.whole("batch_size", batch_size, 1)
         opts = dict(beam_size=beam_size, n_best=n_best, read_text=read_text, gender_neutral=gender_neutral,
                     max_chars=max_chars, attention=attention)
         per_process = parallel.worker_mb(self.backend, len(self.members))

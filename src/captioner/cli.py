@@ -201,7 +201,7 @@ def _fill(args) -> int:
 def _model_arguments(p) -> None:
     """The model flags ``caption`` and ``fill`` share."""
     runtime.add_model_argument(p)
-    p.add_argument("--beam-size", type=int, default=3,
+    p.add_argument("--beam-size", type=runtime.whole_type(1), default=3,
                    help="candidate captions weighed at once (1: the likeliest word at each step; larger is slower)")
     p.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY,
                    help="higher favours longer captions (a candidate's score is its log-probability divided by "
@@ -288,22 +288,22 @@ def main(argv=None) -> int:
     p.add_argument("--from-list", default=None, metavar="FILE",
                    help="also caption the paths in FILE, one a line (for lists too long for a shell)")
     _model_arguments(p)
-    p.add_argument("--n-best", type=int, default=1, help="also show this many top beams with their scores")
+    p.add_argument("--n-best", type=runtime.whole_type(1), default=1, help="also show this many top beams with their scores")
     p.add_argument("--format", choices=["text", "jsonl"], default="text",
                    help="text (the alt text), or one JSON object per line with image, caption, alt_text, "
                         "in_domain, confidence, tags (or error)")
     p.add_argument("--caption-only", action="store_true",
                    help="text mode: print the model's caption instead of the recommended alt text")
-    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 16 on a CPU, 256 on a GPU)")
-    p.add_argument("--processes", type=int, default=None,
+    p.add_argument("--batch-size", type=runtime.whole_type(1), default=None, help="images per batch (default: 16 on a CPU, 256 on a GPU)")
+    p.add_argument("--processes", type=runtime.whole_type(0), default=None,
                    help="captioning processes, each with the model loaded once (default: one per core this "
                         "command may use, as taskset or a container allows, and no more than its free memory holds at "
                         "about 1 GB each, 1.5 GB with --backend torch, 0.5 GB more for each further model of an "
                         "ensemble; one on a GPU)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=runtime.whole_type(0), default=None,
                    help="threads of each process's model (default: 1 with several processes, else every core)")
     # 0 by default: on 2 cores a decoding thread competes with the encoder (benchmarks/bench_inference.py)
-    p.add_argument("--workers", type=int, default=0,
+    p.add_argument("--workers", type=runtime.whole_type(0), default=0,
                    help="with one process: threads that open and preprocess the next batch while the model "
                         "computes (0: none); on a GPU, the processes that decode images for it (0: all other cores)")
     runtime.add_arguments(p)
@@ -327,8 +327,8 @@ def main(argv=None) -> int:
                         "(pip install 'captioner[ray]'), needs --output")
     g.add_argument("--ray-address", default=None,
                    help="an existing Ray cluster (auto, or ray://HOST:10001); default: start a local one")
-    g.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray (default: all of this machine's)")
-    g.add_argument("--ray-workers", type=int, default=None,
+    g.add_argument("--ray-cpus", type=runtime.whole_type(1), default=None, help="CPUs of a local Ray (default: all of this machine's)")
+    g.add_argument("--ray-workers", type=runtime.whole_type(1), default=None,
                    help="copies of the model working at once, each loaded once (default: one per CPU, no more "
                         "than the cluster's memory holds at about 1 GB each, 1.5 GB with --backend torch; or one per "
                         "share of a GPU)")

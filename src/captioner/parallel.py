@@ -394,8 +394,10 @@ class CaptionPool:
     def caption_paths(self, paths, batch_size: int = 16, **opts):
         """Yield (path, Caption or error message) in input order, as ``Captioner.caption_paths``
         does; the batches are the same ones (consecutive ``batch_size`` slices)."""
+        from captioner.runtime import whole
+
         paths = list(paths)
-        starts = list(range(0, len(paths), batch_size))
+        starts = list(range(0, len(paths), whole("batch_size", batch_size, 1)))
         ahead = 2 * len(self.procs)
         inflight: list[Future] = []
         try:
@@ -465,9 +467,11 @@ def caption_paths(model: dict, paths, batch_size: int | None = None, processes: 
     GPU decoding processes).  ``batch_size`` None: the plan's (16 on a CPU, 256 on a GPU)."""
     from captioner.api import Captioner
 
+    from captioner.runtime import whole
+
     paths = list(paths)
     p = plan_for(model, processes, threads)
-    batch_size = batch_size or p.batch_size
+    batch_size = whole("batch_size", p.batch_size if batch_size is None else batch_size, 1)
     if p.pooled and len(paths) > batch_size and not in_worker():
         with CaptionPool(model, p) as pool:
             yield from pool.caption_paths(paths, batch_size, **opts)

@@ -25,6 +25,30 @@ DEVICE_HELP = ("auto (the GPU where onnxruntime-gpu is installed, else the CPU; 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
+def whole(name: str, value, minimum: int) -> int:
+    """``value`` if it is a whole number no smaller than ``minimum``, else a ValueError naming ``name``
+    (a batch size of -3 once captioned nothing and said nothing; a beam size of 0 ended in a traceback)."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} {value!r}: give a whole number, {minimum} or more")
+    return int(value)
+
+
+def whole_type(minimum: int):
+    """An argparse ``type``: a whole number no smaller than ``minimum``; argparse's message names the flag."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            return whole("", int(text), minimum)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, {minimum} or more") from None
+
+    parse.__name__ = "whole number"
+    return parse
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("CAPTIONER_CACHE", Path.home() / ".cache" / "captioner"))
 
@@ -146,7 +170,7 @@ def add_arguments(ap) -> None:
     ap.add_argument("--precision", default="auto", choices=PRECISIONS,
                     help="decoder products: fp32, int8 (ONNX Runtime, quantised step), bf16 (torch back-end, fast on "
                          "CPUs with AMX), or auto (fp32; bf16 on the torch back-end with AMX)")
-    ap.add_argument("--no-repeat-ngram", type=int, default=DEFAULT_NO_REPEAT_NGRAM,
+    ap.add_argument("--no-repeat-ngram", type=whole_type(0), default=DEFAULT_NO_REPEAT_NGRAM,
                     help="forbid repeating any n-gram of this length within a caption (0: off)")
     ap.add_argument("--no-guidance", action="store_true",
                     help="never guide a caption with an ImageNet tag's word (constrained beam search)")

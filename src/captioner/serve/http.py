@@ -219,7 +219,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
     ap.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted request body, in MB")
     runtime.add_arguments(ap)
-    ap.add_argument("--processes", type=int, default=None,
+    ap.add_argument("--processes", type=runtime.whole_type(0), default=None,
                     help="worker processes captioning requests side by side, each with the model loaded once "
                          "(default: one per core this server may use, no more than its free memory holds at about 1 GB "
                          "each, 1.5 GB with --backend torch; 1: requests one at a time in this process)")
