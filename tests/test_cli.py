@@ -81,6 +81,18 @@ def test_a_bad_number_is_named_before_anything_runs(flags, tmp_path):
     assert not (tmp_path / "o.jsonl").exists()
 
 
+@pytest.mark.parametrize("args", [["serve", "--port", "70000"], ["serve", "--max-upload-mb", "-1"],
+                                  ["serve", "--processes", "-2"], ["review", "r.jsonl", "--port", "-5"],
+                                  ["app", "--port", "99999"]])
+def test_the_servers_name_a_bad_port_or_size_before_they_start(args, tmp_path):
+    """Before, a port out of range ended in a traceback from the socket, and a negative upload limit
+    started a server that refused every upload."""
+    r = subprocess.run([sys.executable, "-m", "captioner", *args], capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"error: argument {args[-2]}: '{args[-1]}': give a " in r.stderr, r.stderr
+
+
 def test_the_python_api_names_a_bad_number():
     import captioner
 

@@ -209,7 +209,7 @@ def _model_arguments(p) -> None:
 
 
 def _app_arguments(p):
-    p.add_argument("--port", type=int, default=8501, help="port to listen on")
+    p.add_argument("--port", type=runtime.whole_type(0, 65535), default=8501, help="port to listen on")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
     p.add_argument("--examples", default=None, help="folder of example photos for the gallery")
@@ -288,13 +288,15 @@ def main(argv=None) -> int:
     p.add_argument("--from-list", default=None, metavar="FILE",
                    help="also caption the paths in FILE, one a line (for lists too long for a shell)")
     _model_arguments(p)
-    p.add_argument("--n-best", type=runtime.whole_type(1), default=1, help="also show this many top beams with their scores")
+    p.add_argument("--n-best", type=runtime.whole_type(1), default=1,
+                   help="also show this many top beams with their scores")
     p.add_argument("--format", choices=["text", "jsonl"], default="text",
                    help="text (the alt text), or one JSON object per line with image, caption, alt_text, "
                         "in_domain, confidence, tags (or error)")
     p.add_argument("--caption-only", action="store_true",
                    help="text mode: print the model's caption instead of the recommended alt text")
-    p.add_argument("--batch-size", type=runtime.whole_type(1), default=None, help="images per batch (default: 16 on a CPU, 256 on a GPU)")
+    p.add_argument("--batch-size", type=runtime.whole_type(1), default=None,
+                   help="images per batch (default: 16 on a CPU, 256 on a GPU)")
     p.add_argument("--processes", type=runtime.whole_type(0), default=None,
                    help="captioning processes, each with the model loaded once (default: one per core this "
                         "command may use, as taskset or a container allows, and no more than its free memory holds at "
@@ -327,7 +329,8 @@ def main(argv=None) -> int:
                         "(pip install 'captioner[ray]'), needs --output")
     g.add_argument("--ray-address", default=None,
                    help="an existing Ray cluster (auto, or ray://HOST:10001); default: start a local one")
-    g.add_argument("--ray-cpus", type=runtime.whole_type(1), default=None, help="CPUs of a local Ray (default: all of this machine's)")
+    g.add_argument("--ray-cpus", type=runtime.whole_type(1), default=None,
+                   help="CPUs of a local Ray (default: all of this machine's)")
     g.add_argument("--ray-workers", type=runtime.whole_type(1), default=None,
                    help="copies of the model working at once, each loaded once (default: one per CPU, no more "
                         "than the cluster's memory holds at about 1 GB each, 1.5 GB with --backend torch; or one per "

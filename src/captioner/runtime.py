@@ -25,25 +25,32 @@ DEVICE_HELP = ("auto (the GPU where onnxruntime-gpu is installed, else the CPU; 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
-def whole(name: str, value, minimum: int) -> int:
-    """``value`` if it is a whole number no smaller than ``minimum``, else a ValueError naming ``name``
-    (a batch size of -3 once captioned nothing and said nothing; a beam size of 0 ended in a traceback)."""
+def whole(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    """``value`` if it is a whole number from ``minimum`` to ``maximum`` (None: no limit), else a
+    ValueError naming ``name`` (a batch size of -3 once captioned nothing and said nothing; a beam size
+    of 0 ended in a traceback)."""
     import numbers
 
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} {value!r}: give a whole number, {minimum} or more")
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum
+            or (maximum is not None and value > maximum)):
+        raise ValueError(f"{name} {value!r}: give a whole number, {_range(minimum, maximum)}")
     return int(value)
 
 
-def whole_type(minimum: int):
-    """An argparse ``type``: a whole number no smaller than ``minimum``; argparse's message names the flag."""
+def _range(minimum: int, maximum: int | None) -> str:
+    return f"{minimum} or more" if maximum is None else f"{minimum} to {maximum}"
+
+
+def whole_type(minimum: int, maximum: int | None = None):
+    """An argparse ``type``: a whole number from ``minimum`` to ``maximum``; argparse's message names
+    the flag.  (``whole_type(0, 65535)``: a port.)"""
     import argparse
 
     def parse(text: str) -> int:
         try:
-            return whole("", int(text), minimum)
+            return whole("", int(text), minimum, maximum)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, {minimum} or more") from None
+            raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, {_range(minimum, maximum)}") from None
 
     parse.__name__ = "whole number"
     return parse

@@ -213,11 +213,21 @@ def create_app(captioner: Captioner | None = None, model_path: str | None = None
     return LimitUploadSize(app, max_upload_bytes), app
 
 
+def _megabytes(text: str) -> float:
+    try:
+        mb = float(text)
+    except ValueError:
+        mb = float("nan")
+    if not mb > 0 or mb == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a size in MB, more than 0")
+    return mb
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    ap.add_argument("--port", type=int, default=8000, help="port to listen on")
+    ap.add_argument("--port", type=runtime.whole_type(0, 65535), default=8000, help="port to listen on")
     ap.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped model")
-    ap.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted request body, in MB")
+    ap.add_argument("--max-upload-mb", type=_megabytes, default=10.0, help="largest accepted request body, in MB")
     runtime.add_arguments(ap)
     ap.add_argument("--processes", type=runtime.whole_type(0), default=None,
                     help="worker processes captioning requests side by side, each with the model loaded once "

@@ -44,6 +44,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
 
+from captioner import runtime
 from captioner.library.decisions import ACTIONS, STATUSES, ReviewStore
 from captioner.library.report import LOW_CONFIDENCE, flags
 
@@ -259,7 +260,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--reviewer", default=None, help="the name each decision is signed with (default: your user name)")
     ap.add_argument("--host", default="127.0.0.1",
                     help="address to listen on (default: this machine only; any other needs --token)")
-    ap.add_argument("--port", type=int, default=8765, help="port to listen on")
+    ap.add_argument("--port", type=runtime.whole_type(0, 65535), default=8765, help="port to listen on")
     ap.add_argument("--token", default=None,
                     help="a secret every request must carry (required with a --host other than loopback)")
 
