@@ -194,7 +194,7 @@ def test_a_read_only_photo_is_captioned_its_metadata_failure_named_and_written_l
                         "--write-metadata", "embed"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 1, r.stderr
     assert f"captioner: error: captioned, metadata not written: {ro}: read-only" in r.stderr
-    assert "1 photos: 1 captioned (1 with metadata not written), 0 failed" in r.stderr
+    assert "1 photo: 1 captioned (1 with metadata not written), 0 failed" in r.stderr
     assert "Traceback" not in r.stderr and ro.read_bytes() == before
     rec = json.loads(out.read_text())
     assert "error" not in rec and rec["alt_text"] and rec["metadata"]["status"] == "failed"

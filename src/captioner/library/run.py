@@ -196,7 +196,7 @@ def describe(summary: Summary, output: str | None, metadata: str | None = None) 
     parts = [captioned, f"{summary.failed} failed"]
     if summary.skipped:
         parts.append(f"{summary.skipped} already{where}, skipped")
-    line = f"{summary.total} photos: " + ", ".join(parts)
+    line = f"{summary.total} photo{'' if summary.total == 1 else 's'}: " + ", ".join(parts)
     if summary.metadata_failed and output and metadata:
         line += f"; write the missing metadata again with: captioner write-metadata {output} {metadata}"
     return line
