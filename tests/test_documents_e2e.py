@@ -237,3 +237,19 @@ def test_fill_says_what_it_needs(capsys):
     assert main(["fill", str(SITE), "--output", "p.jsonl", "--write"]) == 2
     assert main(["fill", str(SITE), "--write", "--from", "no-such-proposals.jsonl"]) == 2
     assert "--from no-such-proposals.jsonl: no such proposals file" in capsys.readouterr().err
+
+
+def test_a_page_on_one_line_is_filled(tmp_path, capsys):
+    """Minified HTML, every image on one line: setting the first alt shifts the columns of the others,
+    which name them.  The write is still verified (the same images, in order, only the asked alt texts
+    changed) and done; before, it failed its own check and ended in a traceback."""
+    photo = ROOT / "src" / "captioner" / "examples" / "cat.jpg"
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(photo, tmp_path / name)
+    page = tmp_path / "index.html"
+    page.write_text('<html><body><img src="a.jpg"><p>x</p><img src="b.jpg" alt="">'
+                    '<img src="a.jpg"></body></html>')
+    assert main(["fill", str(tmp_path), "--write"]) == 0, capsys.readouterr().err
+    after = page.read_text()
+    assert after.count('alt="Image may show: Egyptian cat."') == 2 and '<img src="b.jpg" alt="">' in after
+    assert main(["check", str(tmp_path)]) == 0

@@ -184,6 +184,27 @@ def test_a_read_only_document_is_a_clear_error_and_nothing_is_written(site):
     assert {p: p.read_bytes() for p in site.glob("*.toy")} == before
 
 
+def test_a_document_that_fails_on_disk_is_one_error_and_the_others_are_written(site, monkeypatch):
+    """A failure found only when the copy is on disk (here its read-back check) leaves that document as it
+    was, is reported, and does not stop the others (before: a traceback, the rest not written)."""
+    from captioner.documents import writing
+    from captioner.documents.formats import DocumentError
+
+    check = writing._verify
+
+    def verify(document, *args):
+        if Path(document).name == "b.toy":
+            raise DocumentError(document, "the written copy reads back wrong (nothing was replaced)")
+        return check(document, *args)
+
+    monkeypatch.setattr(writing, "_verify", verify)
+    before = (site / "b.toy").read_bytes()
+    done = documents.write([str(site)], captioner=FakeCaptioner())
+    assert [str(e) for e in done.errors] == ["site/b.toy: the written copy reads back wrong (nothing was replaced)"]
+    assert sorted(Path(d).name for d in done.written) == ["a.toy", "c.toy"]
+    assert (site / "b.toy").read_bytes() == before and not list(site.glob(".*.tmp"))
+
+
 def test_images_inside_documents_are_captioned_from_memory(site):
     buf = io.BytesIO()
     im = Image.new("RGB", (40, 30), (20, 20, 220))

@@ -181,7 +181,7 @@ def _fill(args) -> int:
                            model_args=_model_args(args))
     for e in done.errors:
         print(f"captioner: error: {e}", file=sys.stderr)
-    if done.errors:
+    if done.errors and not done.written:
         print("captioner: nothing was written", file=sys.stderr)
         return 2
     if args.diff:
@@ -193,9 +193,9 @@ def _fill(args) -> int:
         print(f"captioner: warning: {d}:{where}: decided decorative, but this format cannot mark an image "
               "decorative (Markdown: use <img src=\"…\" alt=\"\">); left as it was", file=sys.stderr)
     print(f"captioner: {done.alts} alt texts written into {len(done.written)} documents"
-          + (f", {done.kept} written by a person kept (--overwrite replaces them)" if done.kept else ""),
-          file=sys.stderr)
-    return 0
+          + (f", {done.kept} written by a person kept (--overwrite replaces them)" if done.kept else "")
+          + (f"; {len(done.errors)} not written (above)" if done.errors else ""), file=sys.stderr)
+    return 2 if done.errors else 0
 
 
 def _model_arguments(p) -> None:

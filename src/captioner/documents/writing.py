@@ -15,7 +15,7 @@ from pathlib import Path
 
 from captioner.documents import formats
 from captioner.documents.filling import fill
-from captioner.documents.formats import DocumentError
+from captioner.documents.formats import DocumentError, verify_rewrite
 from captioner.documents.paths import ImageUnavailable, image_bytes
 from captioner.documents.reading import NEEDS_ALT, ZIP_SUFFIXES, location_text, read_document, walk
 from captioner.documents.refs import status
@@ -116,7 +116,12 @@ def write(paths, from_=None, reviewed_only: bool = False, overwrite: bool = Fals
         done.diff = "".join(_diff(*c) for c in changes)
         return done
     for document, fmt, old, new, alts in changes:
-        _replace(document, fmt, old, new, alts)
+        try:
+            _replace(document, fmt, old, new, alts)
+        except DocumentError as e:   # found only on disk (a full disk, a copy that reads back wrong):
+            done.errors.append(e)    # this document stays as it was; the others are still written
+            done.alts -= len(alts)
+            continue
         done.written.append(document)
     return done
 
@@ -177,7 +182,9 @@ def _diff(document: str, fmt, old: bytes, new: bytes, alts: dict) -> str:
         return "".join(lines)
     a = old.decode("utf-8", "surrogateescape").splitlines(keepends=True)
     b = new.decode("utf-8", "surrogateescape").splitlines(keepends=True)
-    text = "".join(difflib.unified_diff(a, b, f"a/{document}", f"b/{document}"))
+    # a last line without its newline is marked as diff and patch mark it, not run into the next file's header
+    text = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+                   for line in difflib.unified_diff(a, b, f"a/{document}", f"b/{document}"))
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
@@ -220,15 +227,10 @@ def _replace(document: str, fmt, old: bytes, new: bytes, alts: dict) -> None:
 
 
 def _verify(document: str, fmt, old: bytes, new: bytes, alts: dict) -> None:
-    """The same references in the same order, only the asked alt texts changed (raises DocumentError)."""
-    before, after = fmt.read(document, old), fmt.read(document, new)
-    if [r.key for r in before] != [r.key for r in after]:
-        raise DocumentError(document, "the written copy does not list the same images (nothing was replaced)")
-    for a, b in zip(before, after):
-        want = alts.get(a.key, a.alt)
-        if b.alt != want and not (want == "" and b.decorative):
-            raise DocumentError(document, f"the written copy has alt {b.alt!r} for {a.key}, not {want!r} "
-                                          "(nothing was replaced)")
+    """The same references in the same order, only the asked alt texts changed (raises DocumentError):
+    ``formats.verify_rewrite``, which matches references by position, as an edit may shift a column
+    that a key holds (a page on one line)."""
+    verify_rewrite(document, fmt.read(document, old), fmt.read(document, new), alts)
 
 
 def image_for_review(record: dict) -> bytes:
