@@ -138,6 +138,11 @@ def _document_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", default=None, metavar="DIR", help="the site's top folder, for paths such as /img/x.png")
 
 
+def _n(count: int, noun: str) -> str:
+    """"1 image", "3 images", "0 images"."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _check(args) -> int:
     from captioner.documents import check, location_text
     from captioner.documents.refs import suspicious
@@ -154,7 +159,7 @@ def _check(args) -> int:
             why = [f'alt "{r.alt}" is {suspicious(r.alt, r.src)}'] if r.status == "suspicious" else []
             why += [r.problem] if r.problem else []
             print(f"{r.document}:{location_text(r)}: {r.status}: {r.src[:80]}" + "".join(f" ({w})" for w in why))
-    print(f"captioner: {len(refs)} images in {refs.documents} documents: "
+    print(f"captioner: {_n(len(refs), 'image')} in {_n(refs.documents, 'document')}: "
           + ", ".join(f"{n} {s}" for s, n in counts.items()), file=sys.stderr)
     return 2 if refs.errors else (1 if counts["missing"] or counts["suspicious"] else 0)
 
@@ -173,7 +178,7 @@ def _fill(args) -> int:
         props = documents.fill(args.paths, None, args.output, args.root, _model_args(args), args.overwrite)
         for e in props.errors:
             print(f"captioner: error: {e}", file=sys.stderr)
-        print(f"captioner: {args.output}: {len(props)} images proposed from {props.documents} documents "
+        print(f"captioner: {args.output}: {_n(len(props), 'image')} proposed from {_n(props.documents, 'document')} "
               f"({props.captioned} captioned, {props.by_rule} references decided by context"
               + (f", {props.skipped} already there" if props.skipped else "") + ")", file=sys.stderr)
         return 2 if props.errors else 0
@@ -192,7 +197,7 @@ def _fill(args) -> int:
     for d, where in done.not_decorative:
         print(f"captioner: warning: {d}:{where}: decided decorative, but this format cannot mark an image "
               "decorative (Markdown: use <img src=\"…\" alt=\"\">); left as it was", file=sys.stderr)
-    print(f"captioner: {done.alts} alt texts written into {len(done.written)} documents"
+    print(f"captioner: {_n(done.alts, 'alt text')} written into {_n(len(done.written), 'document')}"
           + (f", {done.kept} written by a person kept (--overwrite replaces them)" if done.kept else "")
           + (f"; {len(done.errors)} not written (above)" if done.errors else ""), file=sys.stderr)
     return 2 if done.errors else 0
