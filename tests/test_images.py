@@ -149,6 +149,18 @@ def test_zoo(tmp_path):
     assert "too large" in _err(tmp_path / "zoo" / "bomb.png")
 
 
+def test_a_large_jpeg_is_decoded_smaller_and_a_large_png_is_named_with_the_limit(tmp_path):
+    """Over MAX_PIXELS (Pillow's warning limit, 89.5 megapixels), a JPEG such as a 100-megapixel camera's is
+    decoded at half its size by libjpeg; a PNG is refused, naming its size and the limit.  Before, both were
+    refused as a "decompression bomb", under a declared limit of 256 megapixels that never applied."""
+    Image.new("RGB", (10_000, 9_000), (200, 30, 30)).save(tmp_path / "big.jpg", quality=50)
+    Image.new("RGB", (10_000, 9_000), (30, 200, 30)).save(tmp_path / "big.png", compress_level=1)
+    img = open_image(tmp_path / "big.jpg")
+    assert img.size == (5_000, 4_500) and img.mode == "RGB" and img.getpixel((2_500, 2_250))[0] > 150
+    assert _err(tmp_path / "big.png").endswith(
+        "big.png: image too large (10000x9000, 90.0 megapixels; the limit is 89.5)")
+
+
 def _err(p):
     try:
         open_image(p)

@@ -8,8 +8,11 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-# Refuse headers that claim more pixels than this (decompression bombs): ~ 16k x 16k.
-MAX_PIXELS = 256_000_000
+# The most pixels an image may decode to (decompression bombs, and a worker's memory: 268 MB of RGB):
+# Pillow's own default warning limit.  A larger JPEG (a 100-megapixel camera's) is decoded at half or a
+# quarter of its size instead (libjpeg's DCT scaling: less memory and time than decoding it whole);
+# anything else larger is refused, naming its size and the limit.
+MAX_PIXELS = 89_478_485
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -37,17 +40,25 @@ def open_image(source, name: str | None = None) -> Image.Image:
                 raise ImageError(f"{name}: empty file")
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                # the size is checked here, against MAX_PIXELS, after a large JPEG is scaled down
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 img = Image.open(source)
                 w, h = img.size
+                for k in (2, 4, 8):
+                    if w * h <= MAX_PIXELS or img.format != "JPEG":
+                        break
+                    img.draft(img.mode, (-(-w // k), -(-h // k)))
+                    w, h = img.size
                 if w * h > MAX_PIXELS:
-                    raise ImageError(f"{name}: image too large ({w}x{h} pixels, limit {MAX_PIXELS})")
+                    raise ImageError(f"{name}: image too large ({w}x{h}, {w * h / 1e6:.1f} megapixels; "
+                                     f"the limit is {MAX_PIXELS / 1e6:.1f})")
                 img.seek(0)
                 img.load()
         except ImageError:
             raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError(f"{name}: image too large (decompression bomb guard)") from None
+        except Image.DecompressionBombError:   # Pillow's hard limit, twice its warning's: refused unread
+            raise ImageError(f"{name}: image too large (over {2 * MAX_PIXELS / 1e6:.0f} megapixels; the limit is "
+                             f"{MAX_PIXELS / 1e6:.1f})") from None
         except Image.UnidentifiedImageError:
             raise ImageError(f"{name}: not an image file (unrecognised format)") from None
         except (OSError, SyntaxError, ValueError) as e:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 from captioner.images import IMAGE_SUFFIXES
@@ -51,10 +52,12 @@ def _pixels(path: Path) -> str:
     from PIL import Image, ImageSequence
 
     h = hashlib.sha256()
-    with Image.open(path) as im:
-        for frame in ImageSequence.Iterator(im):
-            h.update(f"{frame.mode}{frame.size}".encode())
-            h.update(frame.tobytes())
+    with warnings.catch_warnings():   # a photo this large was captioned already (images.MAX_PIXELS)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as im:
+            for frame in ImageSequence.Iterator(im):
+                h.update(f"{frame.mode}{frame.size}".encode())
+                h.update(frame.tobytes())
     return h.hexdigest()
 
 
