@@ -120,6 +120,25 @@ def test_python_api_on_pil_paths_and_batches():
         model.caption(SHARED / "nope.jpg")
 
 
+def test_a_large_jpeg_gets_one_caption_by_every_way_in_and_its_text_is_read_in_full(tmp_path, monkeypatch):
+    """A photo of 2,000 pixels decodes at half its size for the model whether it comes as a path, in a list
+    of paths or as uploaded bytes (one caption for all three), and the text reader still gets every pixel."""
+    from PIL import Image
+
+    import captioner
+
+    path = tmp_path / "big.jpg"
+    Image.open(originals(1)[0]).resize((2000, 1332), Image.BICUBIC).save(path, quality=90)
+    model = captioner.load()
+    seen = []
+    monkeypatch.setattr(model.reader, "read", lambda image, photo: seen.append(image.size))
+    one = model.caption(path, read_text="always")
+    [(_, listed)] = list(model.caption_paths([path], read_text="always"))
+    upload = model.caption_bytes("big.jpg", path.read_bytes(), read_text="always")
+    assert one.text == listed.text == upload.text
+    assert seen == [(2000, 1332)] * 3
+
+
 def test_every_kind_of_file_in_one_batch(tmp_path):
     """Odd formats are captioned, bad files get an error object each, the batch goes on, exit 1."""
     from test_images import make_zoo

@@ -164,9 +164,9 @@ class _Fixed:
 
     def caption_paths(self, paths, batch_size=16, workers=0):
         for p in paths:
-            yield p, self.caption(None)
+            yield p, self.caption_bytes(p, b"")
 
-    def caption(self, img):
+    def caption_bytes(self, name, data):
         from captioner.api import Caption
 
         return Caption(text="a screenshot", words=[], score=0.0, alt_text="A screenshot of a documentation page.")

@@ -43,9 +43,11 @@ class FakeCaptioner:
             self.asked.append(p)
             yield p, self._caption(open_image(p))
 
-    def caption(self, img):
+    def caption_bytes(self, name, data):
+        from captioner.images import open_image
+
         self.asked.append("<memory>")
-        return self._caption(img)
+        return self._caption(open_image(io.BytesIO(data), name))
 
 
 def _png(path, colour, size=(64, 48)):

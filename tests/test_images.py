@@ -167,3 +167,15 @@ def _err(p):
     except ImageError as e:
         return str(e)
     return ""
+
+
+def test_a_large_jpeg_decodes_at_the_smallest_scale_that_keeps_what_the_caller_needs(tmp_path):
+    """``at_least``: libjpeg decodes at 1/2, 1/4 or 1/8 of the size while the shorter side keeps that many
+    pixels (a phone's 4032 x 3024 photo for a 224-pixel model, at_least 448: 1/4, 1008 x 756); without it,
+    and for other formats, every pixel."""
+    Image.new("RGB", (4032, 3024), (20, 120, 220)).save(tmp_path / "phone.jpg", quality=60)
+    Image.new("RGB", (4032, 3024), (20, 120, 220)).save(tmp_path / "phone.png", compress_level=1)
+    assert open_image(tmp_path / "phone.jpg", at_least=448).size == (1008, 756)
+    assert open_image(tmp_path / "phone.jpg", at_least=3000).size == (4032, 3024)
+    assert open_image(tmp_path / "phone.jpg").size == (4032, 3024)
+    assert open_image(tmp_path / "phone.png", at_least=448).size == (4032, 3024)

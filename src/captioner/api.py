@@ -16,6 +16,7 @@ not classed a photo), on every image (``"always"``) or never (``"never"``).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,9 @@ class Captioner:
         self.device = getattr(self.model, "device", "cpu")
         self.precision = getattr(self.model, "precision", "fp32")
         self.sizes = sorted({m.preprocess.size for m in self.members})
+        # a JPEG file is decoded at the smallest of 1/2, 1/4, 1/8 of its size that keeps twice the model's
+        # side (images.open_image): the same for every way in (files, uploads); the text is read in full
+        self.decode_side = 2 * max(self.sizes)
         self.decoding = self.model if len(self.members) == 1 else Ensemble(self.members)
         # an adapted model's decoders (training/adapt.py), the model's own first; the knowledge routes
         self.experts = [self.decoding, *getattr(self.model, "experts", [])]
@@ -273,10 +277,11 @@ class Captioner:
         return mode == "always" or (mode == "auto" and c.kind is not None and c.kind != "photo")
 
     def read(self, c: Caption, image, mode: str | None = None, max_chars: int | None = None) -> Caption:
-        """Read the text of ``image`` (PIL) into ``c`` where ``wants_text`` says so, then compose its
-        alt text and long description again.  A missing or failing reader is recorded in
-        ``c.text_error`` and the caption still comes."""
+        """Read the text of ``image`` (PIL, or a function that opens it: called only if its text is read)
+        into ``c`` where ``wants_text`` says so, then compose its alt text and long description again.
+        A missing or failing reader is recorded in ``c.text_error`` and the caption still comes."""
         if self.wants_text(c, mode):
+            image = image() if callable(image) else image
             try:
                 c.image_text = self.reader.read(image, photo=c.kind in (None, "photo"))
             except TextReaderError as e:
@@ -289,7 +294,7 @@ class Captioner:
         """-> ({size: array}, None) or (None, the error) for one file: one bad file never stops a batch.
         ``out``: {size: array [3, S, S]} to write the arrays into (a batch's row)."""
         try:
-            image = open_image(path)
+            image = open_image(path, at_least=self.decode_side)   # the text reader opens it again, in full
             if out is None:
                 return self.preprocessed(image), None
             p = self.preprocess
@@ -414,12 +419,19 @@ class Captioner:
         """A path, PIL image, or a list of them -> Caption (or a list). Raises ImageError.
         ``read_text``, ``gender_neutral``, ``max_chars``: this call's wording, over the model's."""
         single = not isinstance(images, (list, tuple))
-        items = [open_image(im) for im in ([images] if single else list(images))]
+        sources = [images] if single else list(images)
+        items = [open_image(im, at_least=self.decode_side) for im in sources]
+        full = [functools.partial(_in_full, src, im) for src, im in zip(sources, items)]
+        res = self._caption_images(items, full, beam_size, n_best, read_text, gender_neutral, max_chars)
+        return res[0] if single else res
+
+    def _caption_images(self, items: list, full: list, beam_size, n_best, read_text, gender_neutral, max_chars):
+        """Opened images -> their Captions; ``full``: for each, a function that opens it in full, called
+        where its text is read."""
         arrays = [self.preprocessed(im) for im in items]
         x = {s: np.stack([a[s] for a in arrays]) for s in self.sizes}
-        res = [self.read(c, im, read_text, max_chars)
-               for c, im in zip(self.caption_tensors(x, beam_size, n_best, gender_neutral, max_chars), items)]
-        return res[0] if single else res
+        caps = self.caption_tensors(x, beam_size, n_best, gender_neutral, max_chars)
+        return [self.read(c, f, read_text, max_chars) for c, f in zip(caps, full)]
 
     def caption_paths(self, paths, batch_size: int = 16, workers: int = 0, beam_size: int | None = None,
                       n_best: int = 1, read_text: str | None = None, gender_neutral: bool | None = None,
@@ -461,7 +473,7 @@ class Captioner:
                     res.attention = None
                 if not isinstance(res, str) and self.wants_text(res, read_text):
                     try:
-                        res = self.read(res, open_image(paths[i]), read_text, max_chars)
+                        res = self.read(res, functools.partial(open_image, paths[i]), read_text, max_chars)
                     except ImageError as e:   # changed or removed since it was captioned
                         res.text_error = str(e)
                 yield paths[i], res
@@ -475,8 +487,21 @@ class Captioner:
 
         if not data:
             raise ImageError(f"{name}: empty file")
-        return self.caption(open_image(io.BytesIO(data), name), beam_size, n_best, read_text, gender_neutral,
-                            max_chars)
+        image = open_image(io.BytesIO(data), name, at_least=self.decode_side)
+        full = [lambda: open_image(io.BytesIO(data), name)]   # where its text is read
+        return self._caption_images([image], full, beam_size, n_best, read_text, gender_neutral, max_chars)[0]
+
+
+def _in_full(source, opened):
+    """``opened`` (``open_image`` of ``source``, perhaps at a smaller scale) in full: opened again from a
+    path or file object; a PIL image given as it was is already whole."""
+    from PIL import Image
+
+    if isinstance(source, Image.Image):
+        return opened
+    if hasattr(source, "seek"):
+        source.seek(0)
+    return open_image(source)
 
 
 def _sequence(grid):

@@ -69,7 +69,7 @@ def decode_batch(paths: list, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, s
     errors, colour = [], []
     for path in paths:
         try:
-            px = resized(open_image(path), size)
+            px = resized(open_image(path, at_least=2 * size), size)   # as api.Captioner._load decodes
             rows[len(colour)] = px
             colour.append(colour_stats(normalise(px, mean, std), mean, std))
             errors.append(None)

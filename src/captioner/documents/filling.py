@@ -214,7 +214,7 @@ def _writable(decision, ref: ImageRef, doc: Document):
 def _caption(captioner, groups: list[dict], memory: dict[str, bytes], batch_size: int) -> dict:
     """Caption each group's image once -> {image id: Caption or an error message}; files by path through
     ``Captioner.caption_paths`` (batched, one bad file never stops a batch), the rest from their bytes."""
-    from captioner.images import ImageError, open_image
+    from captioner.images import ImageError
 
     out = {}
     files = [g["image"] for g in groups if not g["img"].in_memory]
@@ -223,7 +223,7 @@ def _caption(captioner, groups: list[dict], memory: dict[str, bytes], batch_size
     for g in groups:
         if g["img"].in_memory:
             try:
-                out[g["image"]] = captioner.caption(open_image(io.BytesIO(memory[g["img"].sha256]), name=g["image"]))
+                out[g["image"]] = captioner.caption_bytes(g["image"], memory[g["img"].sha256])
             except ImageError as e:
                 out[g["image"]] = str(e)
     return out

@@ -57,9 +57,9 @@ def caption_one(cap: Captioner, name: str, data: bytes, beam_size: int, n_best: 
         raise ImageError(f"{name}: empty file")
     if len(data) > MAX_UPLOAD_BYTES:
         raise ImageError(f"{name}: file too large ({len(data) / 2**20:.1f} MB, limit {MAX_UPLOAD_BYTES // 2**20} MB)")
-    img = open_image(io.BytesIO(data), name)
+    img = open_image(io.BytesIO(data), name)   # shown, in full
     t0 = time.perf_counter()
-    result = cap.caption(img, beam_size=beam_size, n_best=n_best, **(wording or {}))
+    result = cap.caption_bytes(name, data, beam_size=beam_size, n_best=n_best, **(wording or {}))
     return img, result, time.perf_counter() - t0
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import threading
 import time
@@ -31,7 +30,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from captioner import __version__
 from captioner.api import Captioner
-from captioner.images import ImageError, open_image
+from captioner.images import ImageError
 from captioner.info import model_card
 from captioner import parallel, runtime, wording
 
@@ -128,12 +127,9 @@ def create_app(captioner: Captioner | None = None, model_path: str | None = None
                   description="Describe photos in English sentences. Upload an image, get a caption.")
 
     def _caption(data: bytes, name: str, beam_size: int, n_best: int, opts: dict):
-        if not data:
-            raise ImageError(f"{name}: empty file")
-        img = open_image(io.BytesIO(data), name)
         with lock:
             t0 = time.perf_counter()
-            cap = get().caption(img, beam_size=beam_size, n_best=n_best, **opts)
+            cap = get().caption_bytes(name, data, beam_size=beam_size, n_best=n_best, **opts)
         return {**cap.to_dict(), "seconds": round(time.perf_counter() - t0, 3)}
 
     async def caption_one(data: bytes, name: str, beam_size: int, n_best: int, opts: dict) -> dict:
