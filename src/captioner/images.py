@@ -19,8 +19,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 def _jpeg_scale(img: Image.Image, at_least: int | None) -> None:
     """Have libjpeg decode ``img`` at 1/2, 1/4 or 1/8 of its size (DCT scaling, ``draft``): the smallest
     scale whose shorter side keeps ``at_least`` pixels (None: full size), then smaller still while it
-    holds more than MAX_PIXELS.  A 12-megapixel photo captioned at 260 pixels decodes at 1/4: a
-    sixteenth of the pixels, in a fraction of the time (benchmarks/bench_large_photos.py)."""
+    holds more than MAX_PIXELS.  A phone's 4,032 x 3,024 photo for a 224-pixel model (``at_least`` 448)
+    decodes at 1/4, 1,008 x 756: a sixteenth of the pixels, in a quarter of the time with the resize
+    (benchmarks/bench_large_photos.py)."""
     w, h = img.size
     k = 1
     while at_least and k < 8 and min(w, h) // (2 * k) >= at_least:
