@@ -118,6 +118,9 @@ def test_python_api_on_pil_paths_and_batches():
     assert one.attention is not None and one.attention.shape[0] == len(one.words)
     with pytest.raises(captioner.ImageError, match="no such file"):
         model.caption(SHARED / "nope.jpg")
+    assert model.caption([]) == []                    # nothing in, nothing out (before: a numpy error)
+    with pytest.raises(TypeError, match="give a path, a file object or a PIL image, not int"):
+        model.caption(123)
 
 
 def test_a_large_jpeg_gets_one_caption_by_every_way_in_and_its_text_is_read_in_full(tmp_path, monkeypatch):

@@ -420,6 +420,8 @@ class Captioner:
         ``read_text``, ``gender_neutral``, ``max_chars``: this call's wording, over the model's."""
         single = not isinstance(images, (list, tuple))
         sources = [images] if single else list(images)
+        if not sources:
+            return []
         items = [open_image(im, at_least=self.decode_side) for im in sources]
         full = [functools.partial(_in_full, src, im) for src, im in zip(sources, items)]
         res = self._caption_images(items, full, beam_size, n_best, read_text, gender_neutral, max_chars)

@@ -47,6 +47,8 @@ def open_image(source, name: str | None = None, at_least: int | None = None) -> 
     name = name or str(source)
     if isinstance(source, Image.Image):
         img = source
+    elif not isinstance(source, (str, os.PathLike)) and not hasattr(source, "read"):
+        raise TypeError(f"{name!r}: give a path, a file object or a PIL image, not {type(source).__name__}")
     else:
         if isinstance(source, (str, Path)):
             p = Path(source)
