@@ -73,7 +73,7 @@ def _thumbnail(photo: str, folder: Path) -> str | None:
     try:
         if dest.is_file() and dest.stat().st_mtime >= os.stat(photo).st_mtime:
             return name
-        img = open_image(photo)
+        img = open_image(photo, at_least=2 * THUMB)   # a large JPEG decodes at the scale the thumbnail needs
         img.thumbnail((THUMB, THUMB))
         tmp = folder / f".{name}.tmp"
         img.save(tmp, "JPEG", quality=80)

@@ -201,7 +201,7 @@ def main(argv=None):
             cols = st.columns(6)
             for i, p in enumerate(examples):
                 try:
-                    thumb = open_image(p)
+                    thumb = open_image(p, at_least=512)   # a large JPEG decodes at the scale shown
                     thumb.thumbnail((256, 256))
                     cols[i % 6].image(thumb, width="stretch", alt=f"Example photo {p.name}")
                     note(p.name[:14], cols[i % 6])

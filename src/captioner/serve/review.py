@@ -225,7 +225,7 @@ def create_review_app(results, reviewer: str, token: str | None = None, loopback
                     in (".svg", ".svgz"):
                 img = open_image(io.BytesIO(_document_image(rec)), name=image)   # inside a document, or an SVG
             else:
-                img = open_image(image)
+                img = open_image(image, at_least=PREVIEW)   # a large JPEG decodes at about the scale shown
         except ImageError as e:
             raise HTTPException(404 if "no such file" in str(e) else 415, f"cannot show this photo: {e}") from None
         img.thumbnail((PREVIEW, PREVIEW))
