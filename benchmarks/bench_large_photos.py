@@ -15,8 +15,9 @@ Their detail is the 500-pixel original's, so they do not show what the smaller d
 
 For each version it reports:
 
-* ``open + resize ms``: open, decode and resize one photo to the model's input, in this process
-  (``preprocess.decode_batch``, which both the CPU and the GPU path use), per photo, best of 3 passes.
+* ``open + resize ms``: open, decode and resize one photo to the model's input (``preprocess.decode_batch``, the
+  GPU path's decoding, which opens a file as the CPU path's ``Captioner._load`` does), in a fresh process, per
+  photo, the best of 3 passes over 40 photos.
 * ``library run``: a fresh ``captioner caption --from-list L --output F.jsonl`` on every core this script may
   use, with images/s, process start included.
 
