@@ -23,10 +23,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+def start_server(*args):
+    """A real ``captioner serve`` on a free loopback port -> (process, base URL), once /health answers
+    (at most a minute); a server that exits first fails the test with what it printed."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "captioner", "serve", "--port", str(port), "--max-upload-mb", "1"],
+    proc = subprocess.Popen([sys.executable, "-m", "captioner", "serve", "--port", str(port), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     for _ in range(120):
@@ -37,6 +38,12 @@ def server():
             if proc.poll() is not None:
                 raise RuntimeError(proc.stdout.read().decode())
             time.sleep(0.5)
+    return proc, base
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc, base = start_server("--max-upload-mb", "1")
     yield base
     proc.terminate()
     proc.wait(10)
@@ -189,23 +196,13 @@ def test_a_killed_worker_is_replaced_and_the_server_keeps_serving():
     import signal
     from pathlib import Path
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "captioner", "serve", "--port", str(port), "--processes", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_server("--processes", "2")
 
     def workers():
         kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         return [int(k) for k in kids if "spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes().decode(errors="replace")]
 
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(base + "/health", timeout=1)
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read().decode()
-                time.sleep(0.5)
         assert post(base + "/caption", [("image", "a.jpg", jpeg())])[0] == 200
         first = workers()
         assert len(first) == 2

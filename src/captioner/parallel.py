@@ -37,6 +37,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from captioner import runtime
+
 # how long the reader waits on the result queue before checking that every worker is still alive
 _POLL_S = 0.5
 
@@ -125,6 +127,16 @@ def members(model: dict) -> int:
     """How many model files ``api.Captioner``'s keyword arguments name (an ensemble's several)."""
     path = model.get("path")
     return len(path) if isinstance(path, (list, tuple)) else 1
+
+
+def _settings(model: dict) -> tuple[str, str, str]:
+    return model.get("backend", "auto"), model.get("device", "auto"), model.get("precision", "auto")
+
+
+def model_mb(model: dict) -> int:
+    """``worker_mb`` for a model given as ``api.Captioner``'s keyword arguments: its back-end as
+    ``runtime.choose_backend`` will choose it, and its number of model files."""
+    return worker_mb(runtime.choose_backend(*_settings(model)), members(model))
 
 
 # images per batch: 16 on a CPU (larger batches gain nothing there; docs/speed.md), 256 on a GPU, whose
@@ -394,10 +406,8 @@ class CaptionPool:
     def caption_paths(self, paths, batch_size: int = 16, **opts):
         """Yield (path, Caption or error message) in input order, as ``Captioner.caption_paths``
         does; the batches are the same ones (consecutive ``batch_size`` slices)."""
-        from captioner.runtime import whole
-
         paths = list(paths)
-        starts = list(range(0, len(paths), whole("batch_size", batch_size, 1)))
+        starts = list(range(0, len(paths), runtime.whole("batch_size", batch_size, 1)))
         ahead = 2 * len(self.procs)
         inflight: list[Future] = []
         try:
@@ -451,12 +461,8 @@ class CaptionPool:
 
 def plan_for(model: dict, processes: int | None = None, threads: int | None = None) -> Plan:
     """The plan for a model given as ``api.Captioner``'s keyword arguments (one process on a GPU)."""
-    from captioner import runtime
-
-    settings = model.get("backend", "auto"), model.get("device", "auto"), model.get("precision", "auto")
-    gpu = runtime.uses_gpu(*settings)
-    per_process = worker_mb(runtime.choose_backend(*settings), members(model))
-    return plan(processes, threads, "cuda" if gpu else "cpu", per_process_mb=per_process)
+    gpu = runtime.uses_gpu(*_settings(model))
+    return plan(processes, threads, "cuda" if gpu else "cpu", per_process_mb=model_mb(model))
 
 
 def caption_paths(model: dict, paths, batch_size: int | None = None, processes: int | None = None,
@@ -467,11 +473,10 @@ def caption_paths(model: dict, paths, batch_size: int | None = None, processes: 
     GPU decoding processes).  ``batch_size`` None: the plan's (16 on a CPU, 256 on a GPU)."""
     from captioner.api import Captioner
 
-    from captioner.runtime import whole
-
     paths = list(paths)
     p = plan_for(model, processes, threads)
-    batch_size = whole("batch_size", p.batch_size if batch_size is None else batch_size, 1)
+    # checked here, before a pool is started for nothing
+    batch_size = runtime.whole("batch_size", p.batch_size if batch_size is None else batch_size, 1)
     if p.pooled and len(paths) > batch_size and not in_worker():
         with CaptionPool(model, p) as pool:
             yield from pool.caption_paths(paths, batch_size, **opts)

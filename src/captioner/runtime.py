@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 from pathlib import Path
@@ -29,8 +30,6 @@ def whole(name: str, value, minimum: int, maximum: int | None = None) -> int:
     """``value`` if it is a whole number from ``minimum`` to ``maximum`` (None: no limit), else a
     ValueError naming ``name`` (a batch size of -3 once captioned nothing and said nothing; a beam size
     of 0 ended in a traceback)."""
-    import numbers
-
     if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum
             or (maximum is not None and value > maximum)):
         raise ValueError(f"{name} {value!r}: give a whole number, {_range(minimum, maximum)}")

@@ -19,8 +19,7 @@ import json
 import math
 import os
 
-from captioner.parallel import WORKER_MB, members, worker_mb
-from captioner.runtime import choose_backend
+from captioner.parallel import WORKER_MB, model_mb
 
 
 class _Worker:
@@ -58,8 +57,7 @@ def actors(resources: dict, gpus: float = 0, workers: int = 0,
     """-> (actors, CPUs each, the memory each asks Ray for) on a cluster with ``resources``
     (``ray.cluster_resources()``): ``workers`` if given; one per ``gpus`` GPUs; else one per CPU, but no
     more than the cluster's memory holds at ``per_actor_mb`` each (an actor holds a model:
-    ``parallel.worker_mb`` of its back-end at its peak), and Ray then places each actor where that
-    memory is free."""
+    ``parallel.model_mb`` at its peak), and Ray then places each actor where that memory is free."""
     memory: dict = {}
     if workers:
         n = workers
@@ -113,8 +111,7 @@ def ray_batches(paths: list[str], job):
         _quiet(ray)
         gpus = job.num_gpus_per_worker
         model = dict(job.model)
-        backend = choose_backend(*(model.get(k, "auto") for k in ("backend", "device", "precision")))
-        n, cpus, memory = actors(ray.cluster_resources(), gpus, job.ray_workers, worker_mb(backend, members(model)))
+        n, cpus, memory = actors(ray.cluster_resources(), gpus, job.ray_workers, model_mb(model))
         if gpus and model.get("device", "auto") in ("auto", "cpu"):
             model["device"] = "cuda"
         model.setdefault("text_threads", cpus)   # the text reader keeps to the actor's share of the CPUs

@@ -11,9 +11,9 @@
 The model is loaded once at start-up.  Requests are captioned side by side by worker processes,
 one per core this server may use, each with the model loaded once and one thread (--processes;
 this process then loads none), or one at a time by the model in this process (--processes 1, or
-on a GPU).  The model settings are caption's (--model, --device, --backend, --precision, ...).  Uploads over
---max-upload-mb are refused with
-413 before they are read in full; a non-image or corrupt upload gets a 4xx JSON error.
+on a GPU).  The model settings are caption's (--model, --device, --backend, --precision, ...).
+Uploads over --max-upload-mb are refused with 413 before they are read in full; a non-image or
+corrupt upload gets a 4xx JSON error.
 """
 from __future__ import annotations
 
