@@ -25,61 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cores import DATA, ROOT, baseline_tree, env_for, report, test_photos  # noqa: E402
-
-
-class Group:
-    """A child memory cgroup of this process's own, v1 or v2, with a limit in bytes."""
-
-    def __init__(self, limit: int):
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-        v1 = [ln.split(":", 2)[2] for ln in lines if "memory" in ln.split(":", 2)[1].split(",")]
-        if v1:
-            self.v2, base = False, Path("/sys/fs/cgroup/memory")
-            rel = v1[0]
-        else:
-            self.v2, base = True, Path("/sys/fs/cgroup")
-            rel = next(ln.split(":", 2)[2] for ln in lines if ln.startswith("0::"))
-        parent = base / rel.lstrip("/")
-        if not parent.is_dir():   # a container that mounts its own group as the root
-            parent = base
-        self.path = parent / f"captioner-bench-{os.getpid()}"
-        try:
-            self.path.mkdir()
-        except OSError as e:
-            raise SystemExit(f"cannot make a control group under {parent} ({e}): run as root, or in a "
-                             "group whose memory controller is delegated to you") from None
-        self._write("memory.max" if self.v2 else "memory.limit_in_bytes", str(limit))
-
-    def _write(self, name: str, value: str) -> None:
-        (self.path / name).write_text(value)
-
-    def _read(self, name: str) -> str:
-        return (self.path / name).read_text()
-
-    def enter(self) -> None:
-        """In the child, before exec: this process and all it starts are in the group."""
-        self._write("cgroup.procs", str(os.getpid()))
-
-    def reset_peak(self) -> None:
-        if not self.v2:
-            self._write("memory.max_usage_in_bytes", "0")
-
-    def peak_mb(self) -> float | None:
-        name = "memory.peak" if self.v2 else "memory.max_usage_in_bytes"
-        try:
-            return round(int(self._read(name)) / 2 ** 20)
-        except OSError:   # memory.peak needs Linux 5.19
-            return None
-
-    def oom_kills(self) -> int:
-        text = self._read("memory.events" if self.v2 else "memory.oom_control")
-        return next((int(ln.split()[1]) for ln in text.splitlines() if ln.startswith("oom_kill ")), 0)
-
-    def remove(self) -> None:
-        try:
-            self.path.rmdir()
-        except OSError as e:
-            print(f"could not remove {self.path}: {e}", file=sys.stderr)
+from cgroup import Group  # noqa: E402
 
 
 def run(group: Group, src: Path, listing: Path, out: Path) -> dict:
@@ -106,7 +52,7 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args()
     photos = test_photos(Path(args.data), args.photos)
-    group = Group(args.limit_mb * 2 ** 20)
+    group = Group(memory_bytes=args.limit_mb * 2 ** 20)
     out: dict = {"limit_mb": args.limit_mb, "cores": len(os.sched_getaffinity(0)), "photos": len(photos),
                  "baseline": args.baseline, "cgroup": "v2" if group.v2 else "v1"}
     try:

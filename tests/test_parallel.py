@@ -21,7 +21,7 @@ needs_model = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped
 
 
 def test_plan_follows_the_affinity_mask_and_the_device():
-    assert parallel.cores() == len(os.sched_getaffinity(0))
+    assert 1 <= parallel.cores() <= len(os.sched_getaffinity(0))   # fewer where a CPU quota says so (below)
     inf = float("inf")   # memory enough for any number of processes (the memory's part: the next test)
     assert parallel.plan(n_cores=16, room_mb=inf) == parallel.Plan(16, 1, 16)   # one single-thread process a core
     assert parallel.plan(n_cores=16, threads=4, room_mb=inf) == parallel.Plan(4, 4, 16)
@@ -82,6 +82,32 @@ def test_memory_room_reads_the_control_groups_limit(monkeypatch):
     fake({"/proc/meminfo": "MemAvailable:\n", "/proc/self/cgroup": "garbage\n0::/\n",
           "/sys/fs/cgroup/memory.max": "12x\n", "/sys/fs/cgroup/memory.current": "\n"})
     assert parallel.memory_mb() is None                                         # unreadable: no limit, no crash
+
+
+def test_cores_count_the_control_groups_cpu_quota(monkeypatch):
+    """A container's --cpus (cgroup v2's cpu.max, v1's CFS quota) caps the cores, rounded up, the
+    tightest of the group and its ancestors; no quota, or an unreadable one, leaves the affinity mask."""
+    mask = len(os.sched_getaffinity(0))
+    def fake(files):
+        monkeypatch.setattr(parallel, "_read", lambda path: files.get(path))
+        return parallel.cores()
+
+    assert fake({"/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/cpu.max": "max 100000\n"}) == mask
+    assert fake({"/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/cpu.max": "50000 100000\n"}) == 1
+    assert fake({"/proc/self/cgroup": "0::/a/b\n", "/sys/fs/cgroup/a/b/cpu.max": "max 100000\n",
+                 "/sys/fs/cgroup/a/cpu.max": "100000 100000\n"}) == 1            # the tightest ancestor
+    assert fake({"/proc/self/cgroup": "3:cpu,cpuacct:/job\n0::/\n",               # v1
+                 "/sys/fs/cgroup/cpu/job/cpu.cfs_quota_us": "-1\n",
+                 "/sys/fs/cgroup/cpu/job/cpu.cfs_period_us": "100000\n"}) == mask
+    assert fake({"/proc/self/cgroup": "3:cpu,cpuacct:/job\n",                       # v1, the group as root
+                 "/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "75000\n",
+                 "/sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000\n"}) == 1
+    assert fake({"/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/cpu.max": "garbage\n"}) == mask
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert fake({"/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/cpu.max": "150000 100000\n"}) == 2   # 1.5: 2
+    assert fake({"/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/cpu.max": "400000 100000\n"}) == 4
+    assert fake({"/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/cpu.max": "3200000 100000\n"}) == 16  # the mask
+    assert fake({}) == 16                                                            # not Linux: the mask
 
 
 def _old_colour_features(images: np.ndarray) -> np.ndarray:

@@ -1,9 +1,9 @@
 """How much of the machine a run uses, decided once at the edge, and the worker processes that use it.
 
-``plan()`` reads the cores this process may run on (``os.sched_getaffinity``: ``taskset``, cgroup
-cpusets and container limits count) and chooses *processes x threads*: on a CPU, one captioning
-process per core, each with a one-thread ONNX Runtime session, because independent single-thread
-processes scale best (measured: 16 of them 205 images/s, one 16-thread process 40.5; docs/speed.md),
+``plan()`` reads the cores this process may use (``cores()``: its affinity mask, so ``taskset`` and
+cgroup cpusets count, and a container's CPU quota) and chooses *processes x threads*: on a CPU, one
+captioning process per core, each with a one-thread ONNX Runtime session, because independent
+single-thread processes scale best (measured: 16 of them 205 images/s, one 16-thread process 40.5; docs/speed.md),
 but no more processes than the free memory holds (``memory_mb``: the machine's available memory or a
 container's limit, whichever leaves less; ``worker_mb()`` each), their threads then sharing the cores;
 on a GPU, one process that owns the device.  The CLI (``caption``, with or without ``--output``),
@@ -26,6 +26,7 @@ safe), so a script that uses the pool needs the usual ``if __name__ == "__main__
 """
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import queue
@@ -44,11 +45,17 @@ _POLL_S = 0.5
 
 
 def cores() -> int:
-    """The cores this process may run on (its affinity mask: ``taskset``, cpusets), else all."""
+    """The cores this process may use: its affinity mask (``taskset``, cpusets), else all; fewer where
+    its control group's CPU quota allows less time (a container's ``--cpus 2`` on a 16-core host, a
+    systemd unit's ``CPUQuota=``), rounded up (1.5 CPUs: 2), as Java and .NET count a container's CPUs.
+    Without that, a quota of 2 CPUs would start 16 workers that the kernel then throttles to 2 cores'
+    time: no faster, and 8 times the memory."""
     try:
-        return max(len(os.sched_getaffinity(0)), 1)
+        n = max(len(os.sched_getaffinity(0)), 1)
     except (AttributeError, OSError):   # macOS, Windows: no affinity mask
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpus()
+    return min(n, max(math.ceil(quota), 1)) if quota else n
 
 
 def _read(path: str) -> str | None:
@@ -64,31 +71,55 @@ def _int(text: str | None) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _cgroup_room() -> float | None:
-    """Bytes this process's control group (a container's limit, a systemd slice) still lets it use, the
-    tightest over the group and its ancestors; None without a limit.  cgroup v2 (``memory.max``) and
-    v1 (``memory.limit_in_bytes``, where an unlimited group reports a huge number)."""
-    rooms = []
+def _cgroups(controller: str):
+    """(v2, folder) for this process's control group of ``controller`` and each of its ancestors,
+    nearest first: cgroup v2's one tree (``v2`` True) and v1's tree of that controller."""
     for line in (_read("/proc/self/cgroup") or "").splitlines():
         if line.count(":") < 2:
             continue
         _, controllers, rel = line.split(":", 2)
         if controllers == "":
-            base, files = Path("/sys/fs/cgroup"), ("memory.max", "memory.current")
-        elif "memory" in controllers.split(","):
-            base, files = Path("/sys/fs/cgroup/memory"), ("memory.limit_in_bytes", "memory.usage_in_bytes")
+            v2, base = True, Path("/sys/fs/cgroup")
+        elif controller in controllers.split(","):
+            v2, base = False, Path("/sys/fs/cgroup") / controller
         else:
             continue
         group = base / rel.lstrip("/")
         # up to base: inside a container the group is often mounted as the root itself, and its own
         # path is not there
         for g in [group, *group.parents]:
-            limit, used = (_int(_read(str(g / f))) for f in files)
-            if limit is not None and used is not None and limit < 2 ** 60:
-                rooms.append(limit - used)
+            yield v2, g
             if g == base:
                 break
+
+
+def _cgroup_room() -> float | None:
+    """Bytes this process's control group (a container's limit, a systemd slice) still lets it use, the
+    tightest over the group and its ancestors; None without a limit.  cgroup v2 (``memory.max``) and
+    v1 (``memory.limit_in_bytes``, where an unlimited group reports a huge number)."""
+    rooms = []
+    for v2, g in _cgroups("memory"):
+        files = ("memory.max", "memory.current") if v2 else ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        limit, used = (_int(_read(str(g / f))) for f in files)
+        if limit is not None and used is not None and limit < 2 ** 60:
+            rooms.append(limit - used)
     return min(rooms) if rooms else None
+
+
+def _cgroup_cpus() -> float | None:
+    """The CPUs' worth of time this process's control group allows (quota / period), the tightest over
+    the group and its ancestors; None without a quota.  cgroup v2 (``cpu.max``: "QUOTA PERIOD", or
+    "max PERIOD" for none) and v1 (``cpu.cfs_quota_us``, -1 for none, over ``cpu.cfs_period_us``)."""
+    quotas = []
+    for v2, g in _cgroups("cpu"):
+        if v2:
+            quota, _, period = (_read(str(g / "cpu.max")) or "").partition(" ")
+        else:
+            quota, period = _read(str(g / "cpu.cfs_quota_us")), _read(str(g / "cpu.cfs_period_us"))
+        q, p = _int(quota), _int(period)
+        if q and p:
+            quotas.append(q / p)
+    return min(quotas) if quotas else None
 
 
 def memory_mb() -> float | None:
