@@ -149,6 +149,21 @@ def test_zip_documents_are_checked_and_filled(tmp_path, name):
         assert _epubcheck(doc) == verdict                                    # epubcheck: the same verdict
 
 
+def test_a_books_pictures_are_captioned_on_every_core_without_a_model_here(tmp_path, monkeypatch):
+    """``fill`` as the CLI runs it: the pictures inside an e-book (no file of their own) are captioned in
+    worker processes, in batches, from their bytes, and the process that reads the book never loads the
+    model; the proposals are those of one process."""
+    from captioner import api
+
+    doc = tmp_path / "book.epub"
+    shutil.copy(ZIP / "getting-started.epub", doc)
+    one = documents.fill([str(doc)], model_args={"read_text": "never"}, batch_size=2, processes=1)
+    monkeypatch.setattr(api.Captioner, "__init__", lambda *a, **k: pytest.fail("a model was loaded here"))
+    pooled = documents.fill([str(doc)], model_args={"read_text": "never"}, batch_size=2, processes=2)
+    assert pooled.captioned == one.captioned == 3   # the others are decided by their context
+    assert [(r["image"], r.get("alt_text")) for r in pooled] == [(r["image"], r.get("alt_text")) for r in one]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("epubcheck") or not shutil.which("java"), reason="epubcheck is not installed")
 def test_epubcheck_gives_the_same_verdict_after_fill_write(tmp_path):
@@ -163,13 +178,10 @@ class _Fixed:
     """A stand-in for the model where the test is about the document, not the words."""
 
     def caption_paths(self, paths, batch_size=16, workers=0):
-        for p in paths:
-            yield p, self.caption_bytes(p, b"")
-
-    def caption_bytes(self, name, data):
         from captioner.api import Caption
 
-        return Caption(text="a screenshot", words=[], score=0.0, alt_text="A screenshot of a documentation page.")
+        for p in paths:
+            yield p, Caption(text="a screenshot", words=[], score=0.0, alt_text="A screenshot of a documentation page.")
 
 
 def test_check_never_imports_onnxruntime_or_the_model():

@@ -87,6 +87,20 @@ def test_image_bytes_hands_out_the_picture():
     assert format_for(EPUB).image_bytes(str(EPUB), EPUB.read_bytes(), ref.embedded).startswith(b"\x89PNG")
 
 
+def test_a_books_archive_is_checked_once_for_all_its_pictures(monkeypatch):
+    """Each picture's bytes come from one checked archive per document (before: the whole archive checked
+    again for each picture, which grew with the square of a large book's pictures)."""
+    from captioner.documents import zipfiles
+
+    opened = []
+    monkeypatch.setattr(zipfiles, "SafeZip", lambda *a: opened.append(a[0]) or SafeZip(*a))
+    fmt, data, refs = format_for(EPUB), EPUB.read_bytes(), read()
+    pictures = [fmt.image_bytes(str(EPUB), data, r.embedded) for r in refs]
+    assert len(pictures) == 6 and len(set(pictures)) > 1 and opened == [str(EPUB)]
+    other = bytes(bytearray(data))   # another document's bytes (equal, but another object): checked anew
+    assert fmt.image_bytes("other.epub", other, refs[0].embedded) == pictures[0] and len(opened) == 2
+
+
 def test_spine_then_other_manifest_documents_and_src_resolution():
     chapter = xhtml('<p><img src="../img/p.png" alt="A plot"/><img src="https://example.org/x.png"/>'
                     '<img src="../img/missing.png" alt=""/><img src="../../../etc/passwd"/>'

@@ -43,12 +43,6 @@ class FakeCaptioner:
             self.asked.append(p)
             yield p, self._caption(open_image(p))
 
-    def caption_bytes(self, name, data):
-        from captioner.images import open_image
-
-        self.asked.append("<memory>")
-        return self._caption(open_image(io.BytesIO(data), name))
-
 
 def _png(path, colour, size=(64, 48)):
     Image.new("RGB", size, colour).save(path)
@@ -219,7 +213,9 @@ def test_images_inside_documents_are_captioned_from_memory(site):
                                 + line("data:image/png;base64," + base64.b64encode(blue).decode()))
     cap = FakeCaptioner()
     props = documents.fill([str(site / "e.toy")], cap)
-    assert cap.asked == ["<memory>"] and len(props) == 1 and len(props[0]["references"]) == 2
+    # one image, from its bytes (images.Blob), in the same batched call as files
+    assert [(type(p).__name__, p.data) for p in cap.asked] == [("Blob", blue)]
+    assert len(props) == 1 and len(props[0]["references"]) == 2
     assert props[0]["alt_text"] == "A blue square on white."
     assert documents.image_for_review(props[0]) == blue
 

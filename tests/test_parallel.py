@@ -170,6 +170,28 @@ def test_pool_gives_the_records_of_one_process_in_order(tmp_path):
 
 
 @needs_model
+def test_bytes_are_captioned_as_their_files_in_one_process_and_in_the_pool(tmp_path):
+    """``images.Blob``s (the pictures inside a document) go through the same batches as paths, pooled or
+    not: the records of their files, under their names; a bad one is named and stops nothing."""
+    from captioner.api import Captioner
+    from captioner.images import Blob
+    from captioner.library.results import record
+
+    paths = [str(p) for p in EXAMPLES]
+    blobs = [Blob(f"doc.docx!media/{p.name}", p.read_bytes()) for p in EXAMPLES]
+    blobs.insert(3, Blob("doc.docx!media/broken.png", b"not a png"))
+    cap = Captioner(threads=1, read_text="auto")
+    files = [record(p, r) for p, r in cap.caption_paths(paths, batch_size=2, processes=1)]
+    for processes in (1, 2):
+        got = [(str(b), r) for b, r in cap.caption_paths(blobs, batch_size=2, processes=processes)]
+        assert [name for name, _ in got] == [b.name for b in blobs]
+        assert got[3][1] == "doc.docx!media/broken.png: not an image file (unrecognised format)"
+        del got[3]
+        for (name, res), rec in zip(got, files, strict=True):
+            assert {**record(name, res), "image": rec["image"]} == rec
+
+
+@needs_model
 def test_a_script_without_a_main_guard_captions_through_the_pool(tmp_path):
     """Spawned workers do not run the user's script again: one without ``if __name__ == "__main__":``
     captions several batches through the pool, each image once, and keeps its own ``__file__``."""
@@ -231,11 +253,13 @@ def test_device_batches_match_the_cpu_path(tmp_path, monkeypatch):
     a broken file named, and no shared memory block left behind."""
     from captioner import shared_batches
     from captioner.api import Captioner
+    from captioner.images import Blob
 
     cap = Captioner(backend="torch", device="cpu", precision="fp32", read_text="never", threads=1)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
     paths = [str(p) for p in EXAMPLES[:2]] + [str(broken)] + [str(p) for p in EXAMPLES[2:5]]
+    paths.append(Blob("doc.epub!images/photo.jpg", EXAMPLES[0].read_bytes()))   # a picture inside a document
     plain = list(cap._batches(paths, 2))
     def blocks():   # shared memory blocks (psm_*; other processes' semaphores come and go beside them)
         return {f for f in os.listdir(shared_batches.SHM_DIR) if f.startswith("psm_")}

@@ -28,7 +28,7 @@ from array_api_compat import array_namespace, device as device_of, to_device
 
 from captioner import modelfile, runtime, wording
 from captioner.ensemble import Ensemble
-from captioner.images import ImageError, open_image
+from captioner.images import Blob, ImageError, open_image
 from captioner.knowledge import alttext
 from captioner.knowledge import kind as kinds
 from captioner.knowledge.bundle import Knowledge
@@ -439,6 +439,7 @@ class Captioner:
                       n_best: int = 1, read_text: str | None = None, gender_neutral: bool | None = None,
                       max_chars: int | None = None, processes: int | None = None, attention: bool = True):
         """Yield (path, Caption or error message) in input order; a bad file never stops the batch.
+        A path may also be an ``images.Blob`` (a file's bytes and its name: a picture inside a document).
 
         ``processes``: captioning processes (``parallel.py``; None: one per core this process may use,
         on a CPU, where there are at least two batches; 1: this process only).  Each loads the model
@@ -485,12 +486,9 @@ class Captioner:
                       read_text: str | None = None, gender_neutral: bool | None = None,
                       max_chars: int | None = None) -> Caption:
         """One uploaded file's bytes -> its Caption (``ImageError`` for an empty or unreadable one)."""
-        import io
-
-        if not data:
-            raise ImageError(f"{name}: empty file")
-        image = open_image(io.BytesIO(data), name, at_least=self.decode_side)
-        full = [lambda: open_image(io.BytesIO(data), name)]   # where its text is read
+        blob = Blob(name, data)
+        image = open_image(blob, at_least=self.decode_side)
+        full = [functools.partial(open_image, blob)]   # where its text is read
         return self._caption_images([image], full, beam_size, n_best, read_text, gender_neutral, max_chars)[0]
 
 

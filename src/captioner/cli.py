@@ -175,7 +175,8 @@ def _fill(args) -> int:
         args.write = True
     runtime.check_model_args(args.model, args.paths)
     if args.output is not None:
-        props = documents.fill(args.paths, None, args.output, args.root, _model_args(args), args.overwrite)
+        props = documents.fill(args.paths, None, args.output, args.root, _model_args(args), args.overwrite,
+                               processes=args.processes, threads=args.threads)
         for e in props.errors:
             print(f"captioner: error: {e}", file=sys.stderr)
         print(f"captioner: {args.output}: {_n(len(props), 'image')} proposed from {_n(props.documents, 'document')} "
@@ -183,7 +184,7 @@ def _fill(args) -> int:
               + (f", {props.skipped} already there" if props.skipped else "") + ")", file=sys.stderr)
         return 2 if props.errors else 0
     done = documents.write(args.paths, args.from_, args.reviewed_only, args.overwrite, args.diff, args.root,
-                           model_args=_model_args(args))
+                           model_args=_model_args(args), processes=args.processes, threads=args.threads)
     for e in done.errors:
         print(f"captioner: error: {e}", file=sys.stderr)
     if done.errors and not done.written:
@@ -201,6 +202,17 @@ def _fill(args) -> int:
           + (f", {done.kept} written by a person kept (--overwrite replaces them)" if done.kept else "")
           + (f"; {len(done.errors)} not written (above)" if done.errors else ""), file=sys.stderr)
     return 2 if done.errors else 0
+
+
+def _core_arguments(p) -> None:
+    """--processes and --threads: how a command that captions uses the machine (``parallel.plan``)."""
+    p.add_argument("--processes", type=runtime.whole_type(0), default=None,
+                   help="captioning processes, each with the model loaded once (default: one per core this "
+                        "command may use, as taskset or a container allows, and no more than its free memory holds at "
+                        "about 1 GB each, 1.5 GB with --backend torch, 0.5 GB more for each further model of an "
+                        "ensemble; one on a GPU)")
+    p.add_argument("--threads", type=runtime.whole_type(0), default=None,
+                   help="threads of each process's model (default: 1 with several processes, else every core)")
 
 
 def _model_arguments(p) -> None:
@@ -302,13 +314,7 @@ def main(argv=None) -> int:
                    help="text mode: print the model's caption instead of the recommended alt text")
     p.add_argument("--batch-size", type=runtime.whole_type(1), default=None,
                    help="images per batch (default: 16 on a CPU, 256 on a GPU)")
-    p.add_argument("--processes", type=runtime.whole_type(0), default=None,
-                   help="captioning processes, each with the model loaded once (default: one per core this "
-                        "command may use, as taskset or a container allows, and no more than its free memory holds at "
-                        "about 1 GB each, 1.5 GB with --backend torch, 0.5 GB more for each further model of an "
-                        "ensemble; one on a GPU)")
-    p.add_argument("--threads", type=runtime.whole_type(0), default=None,
-                   help="threads of each process's model (default: 1 with several processes, else every core)")
+    _core_arguments(p)
     # 0 by default: on 2 cores a decoding thread competes with the encoder (benchmarks/bench_inference.py)
     p.add_argument("--workers", type=runtime.whole_type(0), default=0,
                    help="with one process: threads that open and preprocess the next batch while the model "
@@ -439,6 +445,7 @@ def main(argv=None) -> int:
     p.add_argument("--overwrite", action="store_true", help="also replace alt text a person wrote")
     p.add_argument("--diff", action="store_true", help="print what --write would change, and write nothing")
     _model_arguments(p)
+    _core_arguments(p)
     runtime.add_arguments(p)
     wording.add_arguments(p)
     p.set_defaults(func=_fill)

@@ -1,9 +1,13 @@
 """Opening images the way users send them: any path, any PIL-readable format, with one
-clear error (``ImageError``) that names the input instead of a traceback."""
+clear error (``ImageError``) that names the input instead of a traceback.  ``Blob``: an image file's bytes
+with the name it is known by (a picture inside a Word file or an e-book, a ``data:`` URI, an upload),
+opened, batched and captioned wherever a path is."""
 from __future__ import annotations
 
+import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -32,12 +36,26 @@ def _jpeg_scale(img: Image.Image, at_least: int | None) -> None:
         img.draft(img.mode, (-(-w // k), -(-h // k)))
 
 
+@dataclass(frozen=True)
+class Blob:
+    """An image file's bytes and its name (the name is what messages and results show)."""
+
+    name: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:   # never the bytes
+        return f"Blob({self.name!r}, {len(self.data)} bytes)"
+
+
 class ImageError(ValueError):
     """An input that cannot be captioned; ``str()`` is a one-line message naming it."""
 
 
 def open_image(source, name: str | None = None, at_least: int | None = None) -> Image.Image:
-    """Open a path, file object or PIL image as an upright RGB image.
+    """Open a path, ``Blob``, file object or PIL image as an upright RGB image.
 
     EXIF orientation is applied, animations give their first frame, transparency is
     composited onto white, and any mode (palette, 16-bit, CMYK, grayscale) becomes RGB.
@@ -45,6 +63,10 @@ def open_image(source, name: str | None = None, at_least: int | None = None) -> 
     decoded at 1/2, 1/4 or 1/8 of its size as long as that side keeps them (``_jpeg_scale``).
     """
     name = name or str(source)
+    if isinstance(source, Blob):
+        if not source.data:
+            raise ImageError(f"{name}: empty file")
+        source = io.BytesIO(source.data)
     if isinstance(source, Image.Image):
         img = source
     elif not isinstance(source, (str, os.PathLike)) and not hasattr(source, "read"):

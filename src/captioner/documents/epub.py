@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlsplit
 from captioner.documents import html, xmlparts
 from captioner.documents.formats import DocumentError, verify_rewrite
 from captioner.documents.refs import ImageRef
-from captioner.documents.zipfiles import SafeZip
+from captioner.documents.zipfiles import EmbeddedPictures, SafeZip
 
 CONTAINER = "META-INF/container.xml"
 ENCRYPTION = "META-INF/encryption.xml"
@@ -116,16 +116,12 @@ class Book:
         return refs
 
 
-class EpubFormat:
+class EpubFormat(EmbeddedPictures):
     name = "epub"
 
     def read(self, path: str, data: bytes) -> list[ImageRef]:
         book = Book(str(path), data)
         return [r for member in book.pages for r in book.refs(member, book.page(member)[2])]
-
-    def image_bytes(self, path: str, data: bytes, member: str) -> bytes:
-        """The bytes of a picture inside the book (``ImageRef.embedded``), read with the zip checks."""
-        return SafeZip(str(path), data).read(member)
 
     def write(self, path: str, data: bytes, alts: dict[str, str]) -> bytes:
         book = Book(str(path), data)

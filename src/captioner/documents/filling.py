@@ -101,9 +101,11 @@ def _reference(ref: ImageRef, doc: Document, decision, machine_alt: str | None) 
 
 
 def fill(paths, captioner=None, output=None, root=None, model_args: dict | None = None, overwrite: bool = False,
-         batch_size: int = 16) -> Proposals:
-    """The proposals for ``paths`` (see the module docstring).  ``captioner``: an ``api.Captioner``; else one is
-    made from ``model_args`` (its keyword arguments) when, and only when, some image needs captioning.
+         batch_size: int = 16, processes: int | None = None, threads: int | None = None) -> Proposals:
+    """The proposals for ``paths`` (see the module docstring).  ``captioner``: an ``api.Captioner``; else the
+    model given by ``model_args`` (its keyword arguments) captions when, and only when, some image needs it, as
+    the CLI's ``caption`` does: in worker processes where ``parallel.plan`` has several (``processes``,
+    ``threads``: as ``--processes`` and ``--threads`` take them), the model then never loaded here.
     ``overwrite``: propose for every reference, not only the missing and suspicious ones.
     ``output``: a ``.jsonl`` results file the records are appended to (images already there are skipped)."""
     from captioner.library.results import key as result_key, open_results, record
@@ -157,11 +159,14 @@ def fill(paths, captioner=None, output=None, root=None, model_args: dict | None 
                       if g["img"] is not None and g["img"].error is None and any(dec is None for *_, dec in g["refs"])]
         captions = {}
         if to_caption:
-            if captioner is None:
-                from captioner.api import Captioner
+            if captioner is not None:
+                results = captioner.caption_paths(_sources(to_caption, memory), batch_size)
+            else:
+                from captioner import parallel
 
-                captioner = Captioner(**(model_args or {}))
-            captions = _caption(captioner, to_caption, memory, batch_size)
+                results = parallel.caption_paths(model_args or {}, _sources(to_caption, memory), batch_size,
+                                                 processes, threads)
+            captions = {g["image"]: res for g, (_, res) in zip(to_caption, results)}
             out.captioned = sum(not isinstance(v, str) for v in captions.values())
         for gid, g in groups.items():
             res = captions.get(g["image"])
@@ -211,21 +216,10 @@ def _writable(decision, ref: ImageRef, doc: Document):
     return decision
 
 
-def _caption(captioner, groups: list[dict], memory: dict[str, bytes], batch_size: int) -> dict:
-    """Caption each group's image once -> {image id: Caption or an error message}; files by path through
-    ``Captioner.caption_paths`` (batched, one bad file never stops a batch), the rest from their bytes."""
-    from captioner.images import ImageError
+def _sources(groups: list[dict], memory: dict[str, bytes]) -> list:
+    """What to caption for each group's image, all in one call of ``caption_paths`` (batched, on every core,
+    one bad image never stops a batch): a file by its path, anything else (a picture inside a document, a
+    ``data:`` URI, a rendered SVG) from its bytes, as an ``images.Blob`` named by the image's id."""
+    from captioner.images import Blob
 
-    out = {}
-    files = [g["image"] for g in groups if not g["img"].in_memory]
-    for path, res in captioner.caption_paths(files, batch_size):
-        out[path] = res
-    for g in groups:
-        if g["img"].in_memory:
-            try:
-                out[g["image"]] = captioner.caption_bytes(g["image"], memory[g["img"].sha256])
-            except ImageError as e:
-                out[g["image"]] = str(e)
-    return out
-
-
+    return [Blob(g["image"], memory[g["img"].sha256]) if g["img"].in_memory else g["image"] for g in groups]

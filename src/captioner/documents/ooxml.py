@@ -40,7 +40,7 @@ from lxml import etree
 from captioner.documents import xmlparts
 from captioner.documents.formats import DocumentError, verify_rewrite
 from captioner.documents.refs import Context, ImageRef
-from captioner.documents.zipfiles import SafeZip
+from captioner.documents.zipfiles import EmbeddedPictures, SafeZip
 
 NS = {
     "w": "http://schemas.openxmlformats.org/wordprocessingml/2006/main",
@@ -186,7 +186,7 @@ def _in_fallback(element: etree._Element) -> bool:
     return any(True for _ in element.iterancestors(_q("mc", "Fallback")))
 
 
-class OoxmlFormat:
+class OoxmlFormat(EmbeddedPictures):
     """.docx and .pptx (the kind the file's suffix names; a package of the other kind is refused)."""
 
     def __init__(self, kind: str):
@@ -330,10 +330,6 @@ class OoxmlFormat:
                 picture.ref.location["slide"] = number
                 found.append(picture)
         return found
-
-    def image_bytes(self, path: str, data: bytes, member: str) -> bytes:
-        """The bytes of an embedded picture (``ImageRef.embedded``), read with the zip checks."""
-        return SafeZip(str(path), data).read(member)
 
     # -- writing -------------------------------------------------------------------------------------
     def write(self, path: str, data: bytes, alts: dict[str, str]) -> bytes:

@@ -85,15 +85,17 @@ def planned_alts(records: list[dict], finals: dict[str, dict], reviewed_only: bo
 
 
 def write(paths, from_=None, reviewed_only: bool = False, overwrite: bool = False, diff: bool = False, root=None,
-          captioner=None, model_args: dict | None = None) -> Written:
-    """The alt text into the documents under ``paths`` (see the module docstring) -> what was done."""
+          captioner=None, model_args: dict | None = None, processes: int | None = None,
+          threads: int | None = None) -> Written:
+    """The alt text into the documents under ``paths`` (see the module docstring) -> what was done.
+    ``processes``, ``threads``: as ``fill`` takes them."""
     if reviewed_only and from_ is None:
         raise ValueError("--reviewed-only needs --from PROPOSALS (the review's decisions are kept beside it)")
     done = Written()
     if from_ is not None:
         plan = planned_alts(read_proposals(from_), _finals(from_), reviewed_only)
     else:
-        props = fill(paths, captioner, None, root, model_args, overwrite)
+        props = fill(paths, captioner, None, root, model_args, overwrite, processes=processes, threads=threads)
         done.errors += props.errors
         plan = planned_alts(list(props), {}, False)
     scope = {os.path.realpath(p) for p in walk(paths, [])}
