@@ -2,6 +2,7 @@
 and after, in one run: ``captioner fill BOOK.epub --output proposals.jsonl``, a fresh process each time.
 
     python benchmarks/bench_document_pictures.py --photos 300 --json runs/bench_document_pictures.json
+    python benchmarks/bench_document_pictures.py --large --json runs/bench_document_pictures_large.json
 
 The book is built here from tests/fixtures/documents/zip/getting-started.epub: one more chapter with
 ``--photos`` Flickr8k test photos (only captioned, never trained on), each a picture of the book with no
@@ -9,7 +10,9 @@ alt text.  Such pictures have no file of their own, so ``fill`` captions them fr
 (``--baseline``), one at a time in one process; now as ``images.Blob``s in the batches of
 ``Captioner.caption_paths``, on every core, as files are.  For each: seconds, pictures a second (process
 start and reading the book included), the peak memory of all its processes (PSS, ``bench_pool_memory.Sampler``)
-and the proposals compared (the same alt text for each picture).
+and the proposals compared (the same alt text for each picture).  ``--large``: the photos are the 148
+test-split originals upscaled to phone size (``bench_large_photos.make_photos``: 4,032 pixels on the long side),
+as photos pasted into a Word file or a book are.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cores import DATA, ROOT, baseline_tree, env_for, report, test_photos  # noqa: E402
+from bench_large_photos import make_photos  # noqa: E402
 from bench_pool_memory import Sampler  # noqa: E402
 
 TEMPLATE = ROOT / "tests" / "fixtures" / "documents" / "zip" / "getting-started.epub"
@@ -81,14 +85,19 @@ def fill(src: Path, doc: Path, out: Path) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", type=int, default=300, help="Flickr8k test photos put in the book")
+    ap.add_argument("--large", action="store_true", help="phone-size photos (the 148 originals, upscaled)")
     ap.add_argument("--baseline", default="77cf4b0", help="the commit to compare against (one picture at a time)")
     ap.add_argument("--data", default=str(DATA), help="the Flickr8k folder")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     args = ap.parse_args()
-    photos = test_photos(Path(args.data), args.photos)
-    out: dict = {"photos": len(photos), "baseline": args.baseline}
+    out: dict = {"baseline": args.baseline, "large": args.large}
     with tempfile.TemporaryDirectory(prefix="bench_document_pictures_") as tmp:
         work = Path(tmp)
+        if args.large:
+            photos = make_photos(Path(args.data) / "originals", work / "photos", 4032)[:args.photos]
+        else:
+            photos = test_photos(Path(args.data), args.photos)
+        out["photos"] = len(photos)
         doc = work / "photos.epub"
         doc.write_bytes(book(photos))
         out["book_mb"] = round(doc.stat().st_size / 2 ** 20, 1)

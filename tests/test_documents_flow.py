@@ -307,3 +307,20 @@ def test_site_absolute_paths_resolve_under_root(site):
     assert ref.image is None and "--root" in ref.problem
     (ref,) = documents.check([str(site / "sub")], root=str(site))
     assert ref.image == os.path.normpath(site / "img" / "red.png")
+
+
+def test_a_large_photos_facts_come_from_a_scaled_decode_and_its_header():
+    """A phone's photo inside a document: its pixel size (upright, as shown) and colours are found without
+    decoding every pixel (a JPEG at 1/8 of its size here), and the size is still the photo's own."""
+    from captioner.documents import filling
+    from captioner.images import open_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6                         # "rotate 90° to show": 2400 x 1600 stored, 1600 x 2400 shown
+    buf = io.BytesIO()
+    Image.new("RGB", (2400, 1600), (200, 40, 40)).save(buf, "JPEG", exif=exif.tobytes())
+    data = buf.getvalue()
+    opened = open_image(io.BytesIO(data), at_least=filling.FACTS_SIDE)
+    assert opened.size == (200, 300)         # decoded at 1/8, upright
+    assert filling._full_size(data, opened) == (1600, 2400)
+    assert filling._full_size(data, open_image(io.BytesIO(data))) == (1600, 2400)   # as a full decode says

@@ -44,14 +44,31 @@ def _load_image(ref: ImageRef, doc: Document) -> tuple[Image, bytes | None]:
     img.sha256 = hashlib.sha256(data).hexdigest()
     img.in_memory = bool(ref.embedded) or ref.image.startswith("data:") or not _same_file_bytes(ref.image, data)
     try:
-        pil = open_image(io.BytesIO(data), name=ref.image)
+        # the facts need the pixel size and whether the image is one colour: a large JPEG (a phone's photo in a
+        # Word file) is decoded at 1/2 to 1/8 of its size for them, its size read from its header
+        pil = open_image(io.BytesIO(data), name=ref.image, at_least=FACTS_SIDE)
     except ImageError as e:
         img.error = str(e)
         return img, data
-    img.width, img.height = pil.size
-    small = pil if max(pil.size) <= 256 else pil.resize((64, 64), PILImage.NEAREST)
+    img.width, img.height = _full_size(data, pil)
+    small = pil if max(pil.size) <= 256 else pil.resize((FACTS_SIDE, FACTS_SIDE), PILImage.NEAREST)
     img.one_colour = small.getcolors(1) is not None
     return img, data
+
+
+# the side of the copy whose colours are counted (the one-colour rule: spacers)
+FACTS_SIDE = 64
+
+
+def _full_size(data: bytes, opened) -> tuple[int, int]:
+    """The image's pixel size as it is shown (upright): its header's, turned as ``opened`` (``open_image``'s
+    upright image, perhaps decoded at a smaller scale) is turned."""
+    from PIL import Image as PILImage
+
+    with PILImage.open(io.BytesIO(data)) as head:
+        w, h = head.size
+    turned = (w > h and opened.width < opened.height) or (w < h and opened.width > opened.height)
+    return (h, w) if turned else (w, h)
 
 
 def _same_file_bytes(path: str, data: bytes) -> bool:
