@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from captioner.training.checkpoint import DEFAULT_MODEL
-from captioner.library.metadata import MetadataError, MetadataWriter, _pixels
+from captioner.library.metadata import MetadataError, MetadataWriter, MetadataWriters, _pixels
 from conftest import SHARED, needs_shared
 
 pytestmark = pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed")
@@ -203,6 +203,34 @@ def test_a_read_only_photo_is_captioned_its_metadata_failure_named_and_written_l
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "1 written" in r.stderr, r.stderr
     assert exif(ro, ALT)[ALT] == rec["alt_text"]
+
+
+def test_several_writers_write_side_by_side_in_order(tmp_path):
+    """MetadataWriters: each photo written by one of several ExifTool processes at once, the results in the
+    photos' order, a failure kept as that photo's result."""
+    import threading
+
+    photos = [photo(tmp_path / f"lib{i}", fmt) for i, fmt in enumerate(FORMATS * 2)]
+    photos[5].chmod(0o444)
+    both_busy = threading.Barrier(2, timeout=30)   # the first two photos wait for each other
+    used = []
+
+    def write(writer, item):
+        i, p = item
+        used.append(writer)
+        if i < 2:
+            both_busy.wait()
+        try:
+            return writer.write(p, f"Photo number {i}.")["metadata"]["status"]
+        except MetadataError as e:
+            return str(e)
+
+    with MetadataWriters("embed", n=2) as writers:
+        got = writers.map(write, enumerate(photos))
+    assert len({id(w) for w in used}) == 2
+    assert got[:5] + got[6:] == ["written"] * 7 and "read-only" in got[5]
+    for i, p in enumerate(photos):
+        assert exif(p, ALT).get(ALT) == (None if i == 5 else f"Photo number {i}.")
 
 
 def test_write_metadata_from_a_results_file_writes_only_what_changed(tmp_path):

@@ -18,7 +18,7 @@ class Labeller:
     def __init__(self, model: dict, metadata: str | None = None, overwrite: bool = False,
                  processes: int | None = 1, threads: int | None = None):
         from captioner import parallel
-        from captioner.library.metadata import MetadataWriter
+        from captioner.library.metadata import MetadataWriters
 
         self.plan = parallel.plan_for(model, processes, threads)
         self.model, self.source = dict(model), None
@@ -26,23 +26,17 @@ class Labeller:
             from captioner.api import Captioner
 
             self.source = Captioner(**{**model, "threads": model.get("threads") or threads or self.plan.threads})
-        self.writer = MetadataWriter(metadata, overwrite) if metadata else None
+        # a pool's records are written by as many ExifTool processes as it has workers (in this process's
+        # threads): one writer would cap a run at its speed (4 phone-size photos a second, embedding)
+        self.writers = MetadataWriters(metadata, overwrite, self.plan.processes) if metadata else None
 
     def label(self, results) -> list[dict]:
         """(path, Caption or error message) pairs -> records, metadata written where asked."""
-        from captioner.library.metadata import MetadataError
-
-        out = []
-        for path, res in results:
-            rec = record(path, res)
-            if self.writer is not None and "error" not in rec:
-                try:
-                    rec.update(self.writer.write_record(rec))
-                except MetadataError as e:
-                    # the caption stands (it is in the results); only the metadata failed, and
-                    # `captioner write-metadata RESULTS MODE` writes it again without captioning
-                    rec["metadata"] = {"status": "failed", "error": str(e)}
-            out.append(rec)
+        out = [record(path, res) for path, res in results]
+        if self.writers is not None:
+            done = [rec for rec in out if "error" not in rec]
+            for rec, meta in zip(done, self.writers.map(_write_metadata, done)):
+                rec.update(meta)
         return out
 
     def __call__(self, paths: list[str], batch_size: int = 16, workers: int = 0):
@@ -63,5 +57,17 @@ class Labeller:
 
         if isinstance(self.source, parallel.CaptionPool):
             self.source.close()
-        if self.writer is not None:
-            self.writer.close()
+        if self.writers is not None:
+            self.writers.close()
+
+
+def _write_metadata(writer, rec: dict) -> dict:
+    """What ``writer`` did with a captioned record's alt text, a failure included."""
+    from captioner.library.metadata import MetadataError
+
+    try:
+        return writer.write_record(rec)
+    except MetadataError as e:
+        # the caption stands (it is in the results); only the metadata failed, and
+        # `captioner write-metadata RESULTS MODE` writes it again without captioning
+        return {"metadata": {"status": "failed", "error": str(e)}}

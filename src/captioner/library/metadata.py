@@ -210,3 +210,53 @@ class MetadataWriter:
             raise MetadataError(f"{target}: writing would change {', '.join(sorted(lost)[:5])}; left untouched")
         if self.mode == "embed" and _pixels(target) != _pixels(tmp):
             raise MetadataError(f"{target}: pixels would change; left untouched")
+
+
+class MetadataWriters:
+    """Several ``MetadataWriter``s, each with its own ExifTool process and driven by its own thread, so that
+    photos are written side by side: a write is ExifTool's work and, when embedding, two decodings of the
+    photo's pixels for the check (about 230 ms for a 12-megapixel JPEG), all outside Python's lock.  A
+    pooled library run and ``captioner write-metadata`` use one per core; a single process (a Ray actor)
+    one.  Each photo is still written and checked by one writer, as the ``MetadataWriter`` docstring says."""
+
+    def __init__(self, mode: str, overwrite: bool = False, n: int = 1):
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.writers: list[MetadataWriter] = []
+        try:
+            for _ in range(max(n, 1)):
+                self.writers.append(MetadataWriter(mode, overwrite))
+        except BaseException:
+            self.close()
+            raise
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
+        for w in self.writers:
+            self._idle.put(w)
+        self._threads = ThreadPoolExecutor(len(self.writers), "captioner-metadata") if len(self.writers) > 1 else None
+
+    def map(self, fn, items) -> list:
+        """``fn(writer, item)`` for each item, on free writers -> the results, in the items' order."""
+        def run(item):
+            w = self._idle.get()
+            try:
+                return fn(w, item)
+            finally:
+                self._idle.put(w)
+
+        items = list(items)
+        if self._threads is None or len(items) < 2:
+            return [run(item) for item in items]
+        return list(self._threads.map(run, items))
+
+    def close(self) -> None:
+        if getattr(self, "_threads", None) is not None:
+            self._threads.shutdown()
+        for w in self.writers:
+            w.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

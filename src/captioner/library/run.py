@@ -136,6 +136,10 @@ def _local_batches(paths: list[str], job: LibraryJob):
         labeller.close()
 
 
+# the memory ``write-metadata`` counts for each of its writers (ExifTool, and two decodings of a photo)
+WRITER_MB = 250
+
+
 def metadata_from_results(results: str, mode: str, overwrite: bool = False, progress: bool | None = None,
                           reviewed_only: bool = False) -> dict:
     """``captioner write-metadata RESULTS sidecar|embed``: each captioned photo's final alt text (and
@@ -149,7 +153,8 @@ def metadata_from_results(results: str, mode: str, overwrite: bool = False, prog
 
     from tqdm import tqdm
 
-    from captioner.library.metadata import MetadataError, MetadataWriter, check
+    from captioner import parallel
+    from captioner.library.metadata import MetadataError, MetadataWriters, check
 
     check(mode)
     if not Path(results).exists():
@@ -168,22 +173,30 @@ def metadata_from_results(results: str, mode: str, overwrite: bool = False, prog
               "failed": 0}
     failures = []
     show = sys.stderr.isatty() if progress is None else progress
-    with MetadataWriter(mode, overwrite) as writer:
-        for r in tqdm(recs, unit="photo", disable=not show, file=sys.stderr):
-            d = finals.get(r["image"])
-            try:
-                if d is not None and d["action"] == "decorative":
-                    status = "decorative, not written"
-                elif d is not None:
-                    text = d["text"] if d["action"] == "edit" else (r.get("alt_text") or r["caption"])
-                    status = writer.write(r["image"], text, r.get("long_description") or "",
-                                          writer=d["reviewer"])["metadata"]["status"]
-                else:
-                    status = writer.write_record(r)["metadata"]["status"]
-            except MetadataError as e:
-                status = "failed"
-                failures.append(str(e))
-            counts[status] = counts.get(status, 0) + 1
+
+    def write(writer, r: dict) -> tuple[str, str | None]:
+        d = finals.get(r["image"])
+        try:
+            if d is not None and d["action"] == "decorative":
+                return "decorative, not written", None
+            if d is not None:
+                text = d["text"] if d["action"] == "edit" else (r.get("alt_text") or r["caption"])
+                return writer.write(r["image"], text, r.get("long_description") or "",
+                                    writer=d["reviewer"])["metadata"]["status"], None
+            return writer.write_record(r)["metadata"]["status"], None
+        except MetadataError as e:
+            return "failed", str(e)
+
+    # one ExifTool process a core, no more than the free memory holds (a writer embedding in a 12-megapixel
+    # photo holds its pixels twice for the check: about 100 MB), in chunks so that the progress bar moves
+    n = parallel.plan(per_process_mb=WRITER_MB).processes
+    with MetadataWriters(mode, overwrite, n) as writers, \
+            tqdm(total=len(recs), unit="photo", disable=not show, file=sys.stderr) as bar:
+        for lo in range(0, len(recs), 64):
+            for status, failure in writers.map(write, recs[lo:lo + 64]):
+                counts[status] = counts.get(status, 0) + 1
+                failures += [failure] if failure else []
+            bar.update(len(recs[lo:lo + 64]))
     return {"photos": len(recs), **counts, "failures": failures}
 
 
