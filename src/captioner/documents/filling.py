@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from captioner.documents.formats import DocumentError
 from captioner.documents.paths import REMOTE, ImageUnavailable, allowed_folders, image_bytes
 from captioner.documents.reading import NEEDS_ALT, Document, read_documents
 from captioner.documents.refs import ImageRef
+from captioner.parallel import cores
 
 @dataclass
 class Image:
@@ -31,6 +33,8 @@ class Image:
 
 
 def _load_image(ref: ImageRef, doc: Document) -> tuple[Image, bytes | None]:
+    """-> the image's facts, and its bytes where it is captioned from them (``in_memory``): a file is
+    captioned by its path, and its bytes are not kept."""
     from PIL import Image as PILImage
 
     from captioner.images import ImageError, open_image
@@ -49,11 +53,11 @@ def _load_image(ref: ImageRef, doc: Document) -> tuple[Image, bytes | None]:
         pil = open_image(io.BytesIO(data), name=ref.image, at_least=FACTS_SIDE)
     except ImageError as e:
         img.error = str(e)
-        return img, data
+        return img, None
     img.width, img.height = _full_size(data, pil)
     small = pil if max(pil.size) <= 256 else pil.resize((FACTS_SIDE, FACTS_SIDE), PILImage.NEAREST)
     img.one_colour = small.getcolors(1) is not None
-    return img, data
+    return img, (data if img.in_memory else None)
 
 
 # the side of the copy whose colours are counted (the one-colour rule: spacers)
@@ -133,7 +137,15 @@ def fill(paths, captioner=None, output=None, root=None, model_args: dict | None 
     docs = list(read_documents(paths, root, errors))
     allowed = allowed_folders(paths, root)
     titles = {os.path.realpath(d.path): r.context.page_title for d in docs for r in d.refs[:1] if r.context.page_title}
-    # every resolved image once: its bytes hashed and its pixels measured (the repeated rule counts all pages)
+    # every resolved image once: its bytes hashed and its pixels measured (the repeated rule counts all pages),
+    # on every core (hashing and Pillow's decoding run outside Python's lock)
+    first = {}
+    for doc in docs:
+        for r in doc.refs:
+            if r.image is not None:
+                first.setdefault(r.image, (r, doc))
+    with ThreadPoolExecutor(cores()) as pool:
+        loaded = dict(zip(first, pool.map(lambda found: _load_image(*found), first.values())))
     images: dict[str, Image] = {}
     memory: dict[str, bytes] = {}            # sha256 -> bytes, for images captioned from memory
     for doc in docs:
@@ -141,9 +153,9 @@ def fill(paths, captioner=None, output=None, root=None, model_args: dict | None 
             if r.image is None:
                 continue
             if r.image not in images:
-                img, data = _load_image(r, doc)
+                img, data = loaded[r.image]
                 images[r.image] = img
-                if data is not None and img.in_memory and img.error is None:
+                if data is not None:
                     memory.setdefault(img.sha256, data)
             images[r.image].refs.append((r, doc))
     pages: dict[str, set] = {}
