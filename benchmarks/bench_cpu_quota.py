@@ -29,13 +29,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cores import DATA, ROOT, baseline_tree, env_for, report, same_records, test_photos  # noqa: E402
-from cgroup import Group  # noqa: E402
+from cgroup import Group, library_run  # noqa: E402
 
 PLAN = "from captioner import parallel; import json; p = parallel.plan(); print(json.dumps(p.__dict__))"
 LATENCY = """
@@ -59,20 +58,6 @@ GAP_S = 0.3
 
 def in_group(group: Group, src: Path, cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, text=True, env=env_for(src), preexec_fn=group.enter, check=False, **kw)
-
-
-def library_run(group: Group, src: Path, listing: Path, out: Path) -> dict:
-    out.unlink(missing_ok=True)
-    group.reset_peak()
-    held = group.throttled_s()
-    cmd = [sys.executable, "-m", "captioner", "caption", "--from-list", str(listing), "--output", str(out)]
-    t = time.perf_counter()
-    r = in_group(group, src, cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wall = time.perf_counter() - t
-    records = sum(1 for _ in out.open()) if out.exists() else 0
-    return {"exit_status": r.returncode, "records": records, "seconds": round(wall, 1),
-            "images_per_s": round(records / wall, 1), "group_peak_mb": group.peak_mb(),
-            "throttled_s": round(group.throttled_s() - held, 1), "stderr_tail": r.stderr.strip().splitlines()[-1:]}
 
 
 def python_json(group: Group, src: Path, code: str, args: list[str]) -> dict:
@@ -103,7 +88,7 @@ def main() -> int:
             trees = {"before": baseline_tree(args.baseline, work / "base"), "after": ROOT / "src"}
             for name, src in trees.items():
                 out[name] = {"plan": python_json(group, src, PLAN, []),
-                             "library_run": library_run(group, src, listing, work / f"{name}.jsonl"),
+                             "library_run": library_run(group, env_for(src), listing, work / f"{name}.jsonl"),
                              "one_at_a_time": python_json(group, src, LATENCY, ["0", *photos[:args.single]]),
                              "one_at_a_time_with_pauses": python_json(group, src, LATENCY,
                                                                       [str(GAP_S), *photos[:args.single]])}

@@ -16,31 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cores import DATA, ROOT, baseline_tree, env_for, report, test_photos  # noqa: E402
-from cgroup import Group  # noqa: E402
-
-
-def run(group: Group, src: Path, listing: Path, out: Path) -> dict:
-    out.unlink(missing_ok=True)
-    group.reset_peak()
-    kills = group.oom_kills()
-    cmd = [sys.executable, "-m", "captioner", "caption", "--from-list", str(listing), "--output", str(out)]
-    t = time.perf_counter()
-    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env_for(src),
-                       preexec_fn=group.enter, check=False)
-    wall = time.perf_counter() - t
-    records = sum(1 for _ in out.open()) if out.exists() else 0
-    return {"exit_status": r.returncode, "records": records, "seconds": round(wall, 1),
-            "images_per_s": round(records / wall, 1), "group_peak_mb": group.peak_mb(),
-            "oom_kills": group.oom_kills() - kills, "stderr_tail": r.stderr.strip().splitlines()[-1:]}
+from cgroup import Group, library_run  # noqa: E402
 
 
 def main() -> int:
@@ -62,7 +45,7 @@ def main() -> int:
             listing.write_text("\n".join(photos) + "\n")
             trees = {"before": baseline_tree(args.baseline, work / "base"), "after": ROOT / "src"}
             for name, src in trees.items():
-                out[name] = run(group, src, listing, work / f"{name}.jsonl")
+                out[name] = library_run(group, env_for(src), listing, work / f"{name}.jsonl")
                 print(name, out[name], file=sys.stderr, flush=True)
     finally:
         group.remove()

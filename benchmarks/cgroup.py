@@ -6,6 +6,7 @@ benchmark itself; needs root, or a group whose controllers are delegated to you.
     group = Group(cpus=1.0)                              # a CPU quota of one CPU's time (--cpus 1)
     subprocess.run(cmd, preexec_fn=group.enter)          # the command and all it starts are in the group
     group.peak_mb(); group.remove()
+    library_run(group, env, listing, out)                # a library run inside it, measured
 
 cgroup v1 (one hierarchy per controller: a child in the memory tree and one in the cpu tree) and v2
 (one tree, one child).  The memory controller is always joined, so that the group's peak memory can be
@@ -14,7 +15,9 @@ read, limit or not.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 PERIOD_US = 100_000   # the kernel's default CFS period
@@ -98,3 +101,25 @@ class Group:
                 path.rmdir()
             except OSError as e:
                 print(f"could not remove {path}: {e}", file=sys.stderr)
+
+
+def library_run(group: Group, env: dict, listing: Path, out: Path) -> dict:
+    """``captioner caption --from-list LISTING --output OUT`` inside ``group`` (``env``: the code to run, as
+    ``bench_cores.env_for`` gives it) -> its exit status, records, seconds, images/s (process start included),
+    the group's peak memory and OOM kills, and with a CPU quota the seconds it held the run back."""
+    out.unlink(missing_ok=True)
+    group.reset_peak()
+    kills = group.oom_kills()
+    held = group.throttled_s() if "cpu" in group.paths else None
+    cmd = [sys.executable, "-m", "captioner", "caption", "--from-list", str(listing), "--output", str(out)]
+    t = time.perf_counter()
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                       preexec_fn=group.enter, check=False)
+    wall = time.perf_counter() - t
+    records = sum(1 for _ in out.open()) if out.exists() else 0
+    res = {"exit_status": r.returncode, "records": records, "seconds": round(wall, 1),
+           "images_per_s": round(records / wall, 1), "group_peak_mb": group.peak_mb(),
+           "oom_kills": group.oom_kills() - kills, "stderr_tail": r.stderr.strip().splitlines()[-1:]}
+    if held is not None:
+        res["throttled_s"] = round(group.throttled_s() - held, 1)
+    return res
