@@ -22,7 +22,8 @@ stopped by the parent, so results already handed back are written and nothing ha
         for path, caption in pool.caption_paths(paths, batch_size=16): ...
 
 Workers are started with ``spawn`` (never ``fork``: a forked ONNX Runtime or CUDA context is not
-safe), so a script that uses the pool needs the usual ``if __name__ == "__main__":`` guard.
+safe), without the user's script as their ``__main__`` (``main_not_rerun``), so a script that uses the pool
+needs no ``if __name__ == "__main__":`` guard.
 """
 from __future__ import annotations
 
