@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -30,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_cores import DATA, ROOT, baseline_tree, env_for, report, test_photos  # noqa: E402
 from bench_large_photos import make_photos  # noqa: E402
-from bench_pool_memory import Sampler  # noqa: E402
+from bench_pool_memory import sampled  # noqa: E402
 
 TEMPLATE = ROOT / "tests" / "fixtures" / "documents" / "zip" / "getting-started.epub"
 CHAPTER = """<?xml version="1.0" encoding="UTF-8"?>
@@ -66,17 +64,10 @@ def book(photos: list[str]) -> bytes:
 def fill(src: Path, doc: Path, out: Path) -> dict:
     out.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "captioner", "fill", str(doc), "--output", str(out)]
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env_for(src))
-    sampler = Sampler(proc.pid)
-    sampler.start()
-    _, err = proc.communicate()
-    wall = time.perf_counter() - t
-    sampler.stop.set()
-    sampler.join()
+    returncode, err, wall, sampler = sampled(cmd, env_for(src))
     recs = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     captioned = sum("error" not in rec for rec in recs)
-    return {"exit_status": proc.returncode, "pictures": len(recs), "captioned": captioned, "seconds": round(wall, 1),
+    return {"exit_status": returncode, "pictures": len(recs), "captioned": captioned, "seconds": round(wall, 1),
             "pictures_per_s": round(captioned / wall, 1), "processes": sampler.procs,
             "peak_pss_mb_all_processes": round(sampler.pss / 1024), "peak_pss_mb_parent": round(sampler.parent / 1024),
             "stderr_tail": err.strip().splitlines()[-1:]}

@@ -98,22 +98,29 @@ class Sampler(threading.Thread):
             self.stop.wait(self.every)
 
 
-def run(src: Path, photos: list[str], work: Path, extra: list[str]) -> dict:
-    """One library run of the code in ``src`` on ``photos`` -> its peaks, rate and records."""
-    listing, out = work / "list.txt", work / "out.jsonl"
-    listing.write_text("\n".join(photos) + "\n")
-    out.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "captioner", "caption", "--from-list", str(listing), "--output", str(out), *extra]
+def sampled(cmd: list[str], env: dict) -> tuple[int, str, float, Sampler]:
+    """Run ``cmd`` while its process tree's memory is sampled -> (exit status, stderr, seconds, the sampler
+    with the peaks)."""
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env_for(src))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     sampler = Sampler(proc.pid)
     sampler.start()
     _, err = proc.communicate()
     wall = time.perf_counter() - t
     sampler.stop.set()
     sampler.join()
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{err.decode()[-3000:]}")
+    return proc.returncode, err, wall, sampler
+
+
+def run(src: Path, photos: list[str], work: Path, extra: list[str]) -> dict:
+    """One library run of the code in ``src`` on ``photos`` -> its peaks, rate and records."""
+    listing, out = work / "list.txt", work / "out.jsonl"
+    listing.write_text("\n".join(photos) + "\n")
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "captioner", "caption", "--from-list", str(listing), "--output", str(out), *extra]
+    returncode, err, wall, sampler = sampled(cmd, env_for(src))
+    if returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
     records = sorted((json.loads(line) for line in out.open()), key=lambda r: r["image"])
     return {"records_digest": hashlib.sha256(json.dumps(records).encode()).hexdigest(),
             "photos": len(photos), "records": len(records), "options": " ".join(extra) or "(defaults)",

@@ -416,24 +416,20 @@ class Captioner:
 
     def caption(self, images, beam_size: int | None = None, n_best: int = 1, read_text: str | None = None,
                 gender_neutral: bool | None = None, max_chars: int | None = None):
-        """A path, PIL image, or a list of them -> Caption (or a list). Raises ImageError.
+        """A path, ``images.Blob``, PIL image, or a list of them -> Caption (or a list). Raises ImageError.
         ``read_text``, ``gender_neutral``, ``max_chars``: this call's wording, over the model's."""
         single = not isinstance(images, (list, tuple))
         sources = [images] if single else list(images)
         if not sources:
             return []
         items = [open_image(im, at_least=self.decode_side) for im in sources]
-        full = [functools.partial(_in_full, src, im) for src, im in zip(sources, items)]
-        res = self._caption_images(items, full, beam_size, n_best, read_text, gender_neutral, max_chars)
-        return res[0] if single else res
-
-    def _caption_images(self, items: list, full: list, beam_size, n_best, read_text, gender_neutral, max_chars):
-        """Opened images -> their Captions; ``full``: for each, a function that opens it in full, called
-        where its text is read."""
         arrays = [self.preprocessed(im) for im in items]
         x = {s: np.stack([a[s] for a in arrays]) for s in self.sizes}
         caps = self.caption_tensors(x, beam_size, n_best, gender_neutral, max_chars)
-        return [self.read(c, f, read_text, max_chars) for c, f in zip(caps, full)]
+        # the text is read from the image in full, opened again only where it is read
+        res = [self.read(c, functools.partial(_in_full, src, im), read_text, max_chars)
+               for c, src, im in zip(caps, sources, items)]
+        return res[0] if single else res
 
     def caption_paths(self, paths, batch_size: int = 16, workers: int = 0, beam_size: int | None = None,
                       n_best: int = 1, read_text: str | None = None, gender_neutral: bool | None = None,
@@ -486,15 +482,12 @@ class Captioner:
                       read_text: str | None = None, gender_neutral: bool | None = None,
                       max_chars: int | None = None) -> Caption:
         """One uploaded file's bytes -> its Caption (``ImageError`` for an empty or unreadable one)."""
-        blob = Blob(name, data)
-        image = open_image(blob, at_least=self.decode_side)
-        full = [functools.partial(open_image, blob)]   # where its text is read
-        return self._caption_images([image], full, beam_size, n_best, read_text, gender_neutral, max_chars)[0]
+        return self.caption(Blob(name, data), beam_size, n_best, read_text, gender_neutral, max_chars)
 
 
 def _in_full(source, opened):
     """``opened`` (``open_image`` of ``source``, perhaps at a smaller scale) in full: opened again from a
-    path or file object; a PIL image given as it was is already whole."""
+    path, ``Blob`` or file object; a PIL image given as it was is already whole."""
     from PIL import Image
 
     if isinstance(source, Image.Image):
